@@ -1,0 +1,167 @@
+"""Experiment configuration: frozen dataclasses, validated on construction.
+
+Every bad value raises `errors.UserInputError` naming the field, the value and
+what is allowed, so that `bin/train.py` can print one line and exit 2.
+The defaults are the paper's settings (DESIGN.md §2, §3, §5).
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, Tuple
+
+from esapn_tf import errors
+
+TASKS = ('binary', 'multiclass')
+ORDERS = ('random', 'chronological')
+LOADERS = ('grouplens', 'tfds')
+TEST_MODES = ('prequential', 'frozen')
+METHODS = ('esapn', 'fixed')
+DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
+            'ml-latest-small')
+PAPER_CANDIDATE_SIZES = (2, 4, 8, 16, 64, 128)
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+  raise errors.UserInputError(f'{field}={value!r} is invalid: {allowed}.')
+
+
+def _check_choice(field: str, value: str, choices: Tuple[str, ...]) -> None:
+  if value not in choices:
+    _fail(field, value, 'use one of ' + ', '.join(choices))
+
+
+def _check_range(field: str, value: float, low: float, high: float,
+                 low_open: bool = False) -> None:
+  bad = (not math.isfinite(value) or value > high or
+         (value <= low if low_open else value < low))
+  if bad:
+    bracket = '(' if low_open else '['
+    _fail(field, value, f'it must lie in {bracket}{low}, {high}]')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which ratings to read and how to order them into a stream."""
+  dataset: str = 'synthetic'  # 'synthetic' or a GroupLens name (DATASETS)
+  data_dir: str = ''  # GroupLens .zip or folder; TFDS data_dir for loader=tfds
+  loader: str = 'grouplens'  # 'grouplens' (files as downloaded) or 'tfds'
+  max_ratings: int = 0  # keep the first N ratings in file order; 0 = all
+  synthetic_num_ratings: int = 100_000  # size of the synthetic set (ratings)
+  order: str = 'random'  # 'random' (paper, seeded shuffle) or 'chronological'
+  train_fraction: float = 0.8  # share of the stream in the train part
+
+  def __post_init__(self):
+    _check_choice('dataset', self.dataset, DATASETS)
+    _check_choice('loader', self.loader, LOADERS)
+    _check_choice('order', self.order, ORDERS)
+    _check_range('train_fraction', self.train_fraction, 0.0, 1.0,
+                 low_open=True)
+    if self.max_ratings < 0:
+      _fail('max_ratings', self.max_ratings, 'use 0 (all) or a positive count')
+    _check_range('synthetic_num_ratings', self.synthetic_num_ratings, 100,
+                 50_000_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The recommender: embeddings and inference MLP (DESIGN.md §2)."""
+  task: str = 'binary'  # 'binary' (sigmoid, MSE) or 'multiclass' (5-way CE)
+  candidate_sizes: Tuple[int, ...] = PAPER_CANDIDATE_SIZES  # dims, increasing
+  hidden_units: int = 512  # width of the inference MLP's hidden layer
+  learning_rate: float = 1e-3  # for the recommender's Adam
+  batch_norm_momentum: float = 0.9  # moving-average momentum of every BN
+
+  def __post_init__(self):
+    _check_choice('task', self.task, TASKS)
+    sizes = tuple(self.candidate_sizes)
+    object.__setattr__(self, 'candidate_sizes', sizes)
+    if not sizes or any(int(d) != d or d < 1 for d in sizes):
+      _fail('candidate_sizes', sizes, 'give positive integer dimensions')
+    if any(b <= a for a, b in zip(sizes, sizes[1:])):
+      _fail('candidate_sizes', sizes,
+            'sizes must be strictly increasing, e.g. 2,4,8,16,64,128')
+    _check_range('hidden_units', self.hidden_units, 1, 65536)
+    _check_range('learning_rate', self.learning_rate, 0.0, 1.0, low_open=True)
+    _check_range('batch_norm_momentum', self.batch_norm_momentum, 0.0, 1.0)
+
+  @property
+  def num_outputs(self) -> int:
+    return 1 if self.task == 'binary' else 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """The size-search method and its policy (DESIGN.md §3)."""
+  method: str = 'esapn'  # 'esapn' (REINFORCE policy) or 'fixed' (no search)
+  fixed_size: int = 0  # dims for method=fixed; 0 = the largest candidate
+  policy_learning_rate: float = 1e-4  # for each policy's Adam
+  history_length: int = 5  # T: past losses averaged in the reward
+  policy_hidden_units: int = 512  # width of the policy network
+  frequency_embedding_dim: int = 32  # width of the frequency embedding
+  num_frequency_buckets: int = 32  # log2 buckets; beyond the last: clamped
+  normalize_returns: bool = False  # REINFORCE return normalisation per batch
+
+  def __post_init__(self):
+    _check_choice('method', self.method, METHODS)
+    _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0,
+                 low_open=True)
+    _check_range('history_length', self.history_length, 1, 1000)
+    _check_range('num_frequency_buckets', self.num_frequency_buckets, 2, 64)
+    if self.fixed_size < 0:
+      _fail('fixed_size', self.fixed_size, 'use 0 (largest) or a candidate')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The loop: batches, seeds, evaluation, logging."""
+  batch_size: int = 500  # examples per step
+  seed: int = 0  # split, shuffle, initialisers and the policy's sampling
+  test_mode: str = 'prequential'  # test-then-train, or 'frozen' (no learning)
+  jit_compile: bool = True  # XLA for the recommender step and the scoring
+  summary_every: int = 10  # steps between TensorBoard scalars
+  log_every_seconds: float = 10.0  # seconds between progress lines
+
+  def __post_init__(self):
+    _check_range('batch_size', self.batch_size, 1, 1_000_000)
+    _check_choice('test_mode', self.test_mode, TEST_MODES)
+    _check_range('summary_every', self.summary_every, 1, 1e9)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one run needs; written to `workdir/config.json` first."""
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  search: SearchConfig = SearchConfig()
+  train: TrainConfig = TrainConfig()
+
+  def __post_init__(self):
+    sizes = self.model.candidate_sizes
+    if self.search.method == 'fixed' and self.search.fixed_size not in (
+        0,) + sizes:
+      _fail('fixed_size', self.search.fixed_size,
+            f'use 0 or one of the candidate sizes {sizes}')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: Dict[str, Any]) -> 'ExperimentConfig':
+    """Inverse of `to_dict`; raises UserInputError on unknown fields."""
+    parts = {}
+    for name, klass in (('data', DataConfig), ('model', ModelConfig),
+                        ('search', SearchConfig), ('train', TrainConfig)):
+      values = dict(d.get(name, {}))
+      known = {f.name for f in dataclasses.fields(klass)}
+      unknown = sorted(set(values) - known)
+      if unknown:
+        raise errors.UserInputError(
+            f'unknown {name} config fields {unknown}; known: {sorted(known)}')
+      if 'candidate_sizes' in values:
+        values['candidate_sizes'] = tuple(values['candidate_sizes'])
+      parts[name] = klass(**values)
+    return cls(**parts)

@@ -1,0 +1,140 @@
+"""The recommender: user and item `MultiSizeEmbedding`s and the inference MLP.
+
+Architecture (DESIGN.md §2): `concat(v_user, v_item)` `[2*d_n]` -> BN ->
+Dense(hidden) -> BN -> tanh -> Dense(out). Binary task: one logit, sigmoid,
+squared error against the 0/1 label (the paper's "MSE"). Multiclass task: five
+logits, softmax cross-entropy against `ceil(rating) - 1`.
+"""
+
+from typing import Dict, Optional, Sequence
+
+import tensorflow as tf
+
+from esapn_tf.layers import embedding
+
+TASK_OUTPUTS = {'binary': 1, 'multiclass': 5}
+
+
+@tf.keras.utils.register_keras_serializable(package='esapn_tf')
+class Recommender(tf.keras.Model):
+  """Embeddings plus inference MLP, for the binary or the multiclass task.
+
+  Call input: a dict with `'user'` and `'item'` int32 `[batch]` rows.
+  Call output: logits float32 `[batch]` (binary) or `[batch, 5]` (multiclass).
+  """
+
+  def __init__(self,
+               num_users: int,
+               num_items: int,
+               candidate_sizes: Sequence[int],
+               task: str = 'binary',
+               hidden_units: int = 512,
+               batch_norm_momentum: float = 0.9,
+               **kwargs):
+    """Creates the model.
+
+    Args:
+      num_users: rows of the user tables.
+      num_items: rows of the item tables.
+      candidate_sizes: strictly increasing embedding sizes (dimensions).
+      task: 'binary' or 'multiclass'.
+      hidden_units: width of the hidden layer.
+      batch_norm_momentum: momentum of every BN's moving statistics.
+      **kwargs: passed to `tf.keras.Model`.
+
+    Raises:
+      ValueError: for an unknown task or bad sizes.
+    """
+    super().__init__(**kwargs)
+    if task not in TASK_OUTPUTS:
+      raise ValueError(f'task must be one of {sorted(TASK_OUTPUTS)}, '
+                       f'got {task!r}.')
+    self.num_users = int(num_users)
+    self.num_items = int(num_items)
+    self.candidate_sizes = tuple(int(d) for d in candidate_sizes)
+    self.task = task
+    self.hidden_units = int(hidden_units)
+    self.batch_norm_momentum = float(batch_norm_momentum)
+    self.user_embedding = embedding.MultiSizeEmbedding(
+        num_users, self.candidate_sizes,
+        batch_norm_momentum=batch_norm_momentum, name='user_embedding')
+    self.item_embedding = embedding.MultiSizeEmbedding(
+        num_items, self.candidate_sizes,
+        batch_norm_momentum=batch_norm_momentum, name='item_embedding')
+    self.input_norm = tf.keras.layers.BatchNormalization(
+        momentum=batch_norm_momentum, name='input_norm')
+    self.hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
+    self.hidden_norm = tf.keras.layers.BatchNormalization(
+        momentum=batch_norm_momentum, name='hidden_norm')
+    self.out = tf.keras.layers.Dense(TASK_OUTPUTS[task], name='logits')
+
+  def build_all(self) -> None:
+    """Creates every variable (call once before saving or tracing)."""
+    ids = tf.zeros([1], tf.int32)
+    self({'user': ids, 'item': ids}, training=False)
+
+  def call(self,
+           inputs: Dict[str, tf.Tensor],
+           training=None,
+           user_sizes: Optional[tf.Tensor] = None,
+           item_sizes: Optional[tf.Tensor] = None):
+    """Logits for a batch of (user, item) pairs.
+
+    Args:
+      inputs: `{'user': int32 [batch], 'item': int32 [batch]}` rows.
+      training: BN mode.
+      user_sizes: optional int32 `[batch]` size indices to use instead of
+        the stored ones (tentative sizes); same for `item_sizes`.
+
+    Returns:
+      float32 `[batch]` (binary) or `[batch, 5]` (multiclass) logits.
+    """
+    v_user = self.user_embedding(inputs['user'], training=training,
+                                 size_indices=user_sizes)
+    v_item = self.item_embedding(inputs['item'], training=training,
+                                 size_indices=item_sizes)
+    x = self.input_norm(tf.concat([v_user, v_item], -1), training=training)
+    x = tf.tanh(self.hidden_norm(self.hidden(x), training=training))
+    logits = self.out(x)
+    if self.task == 'binary':
+      logits = tf.squeeze(logits, -1)
+    return logits
+
+  def get_config(self):
+    return {
+        'num_users': self.num_users,
+        'num_items': self.num_items,
+        'candidate_sizes': list(self.candidate_sizes),
+        'task': self.task,
+        'hidden_units': self.hidden_units,
+        'batch_norm_momentum': self.batch_norm_momentum,
+        'name': self.name,
+    }
+
+
+def per_example_loss(task: str, labels: tf.Tensor,
+                     logits: tf.Tensor) -> tf.Tensor:
+  """Loss of each example: float32 `[batch]`.
+
+  Binary: `(sigmoid(logit) - y)^2` with `y` in {0, 1} (DESIGN.md §2, "MSE").
+  Multiclass: softmax cross-entropy with the class `y` in 0..4.
+  """
+  if task == 'binary':
+    return tf.square(tf.sigmoid(logits) - tf.cast(labels, tf.float32))
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=logits)
+
+
+def per_example_correct(task: str, labels: tf.Tensor,
+                        logits: tf.Tensor) -> tf.Tensor:
+  """float32 `[batch]`: 1 where the prediction is right, else 0.
+
+  Binary: predicted positive iff the logit > 0 (probability > 0.5).
+  Multiclass: argmax of the logits equals the class.
+  """
+  if task == 'binary':
+    predicted = tf.cast(logits > 0, tf.float32)
+    return tf.cast(tf.equal(predicted, tf.cast(labels, tf.float32)),
+                   tf.float32)
+  predicted = tf.argmax(logits, -1, output_type=tf.int32)
+  return tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)

@@ -1,0 +1,163 @@
+"""The embedding-size policy and its REINFORCE agent, one per side (DESIGN.md §3).
+
+Network (the paper's reference): an embedding of the frequency (32 wide, with
+BN) concatenated with one-hot(size index) -> Dense(512) -> BN -> tanh ->
+Dense(2) logits over {0: unchanged, 1: enlarge}. Enlarge is masked out at the
+largest size.
+
+Frequencies are bucketed on a log2 scale, `bucket = min(floor(log2 f),
+num_buckets - 1)`, so any frequency, including ones far beyond what training
+showed, maps to a valid bucket (clamped at the last one).
+"""
+
+import tensorflow as tf
+from tf_agents.agents.reinforce import reinforce_agent
+from tf_agents.networks import categorical_projection_network
+from tf_agents.networks import network
+from tf_agents.networks import utils as network_utils
+from tf_agents.specs import array_spec
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import nest_utils
+
+UNCHANGED = 0
+ENLARGE = 1
+MAX_FREQUENCY = 2**31 - 1
+
+
+def observation_spec(num_sizes: int):
+  """Observation of one id: `{'frequency': int32 >= 1, 'size_index': int32}`.
+
+  `frequency`: interactions of this id seen so far in the stream, 1 on first
+  sight. `size_index`: its current candidate size index, `0..num_sizes-1`.
+  """
+  return {
+      'frequency': array_spec.BoundedArraySpec(
+          (), 'int32', minimum=1, maximum=MAX_FREQUENCY, name='frequency'),
+      'size_index': array_spec.BoundedArraySpec(
+          (), 'int32', minimum=0, maximum=num_sizes - 1, name='size_index'),
+  }
+
+
+def action_spec():
+  """Action for one id: int32 0 (unchanged) or 1 (enlarge)."""
+  return array_spec.BoundedArraySpec((), 'int32', minimum=0, maximum=1,
+                                     name='action')
+
+
+def frequency_bucket(frequency: tf.Tensor, num_buckets: int) -> tf.Tensor:
+  """int32 bucket `min(floor(log2(max(f, 1))), num_buckets - 1)`.
+
+  Exact for every int32 frequency (highest set bit, no float rounding):
+  1 -> 0, 2..3 -> 1, 4..7 -> 2, ...; frequencies beyond the last bucket are
+  clamped into it.
+  """
+  y = tf.maximum(tf.cast(frequency, tf.int32), 1)
+  bucket = tf.zeros_like(y)
+  for shift in (16, 8, 4, 2, 1):  # binary search for the highest set bit
+    upper = tf.bitwise.right_shift(y, shift)
+    has_upper = upper > 0
+    y = tf.where(has_upper, upper, y)
+    bucket = tf.where(has_upper, bucket + shift, bucket)
+  return tf.minimum(bucket, num_buckets - 1)
+
+
+class PolicyNetwork(network.DistributionNetwork):
+  """Maps an id's (frequency, size index) to a Categorical over 2 actions."""
+
+  def __init__(self,
+               input_tensor_spec,
+               output_action_spec,
+               num_sizes: int,
+               num_frequency_buckets: int = 32,
+               frequency_embedding_dim: int = 32,
+               hidden_units: int = 512,
+               batch_norm_momentum: float = 0.9,
+               name: str = 'PolicyNetwork'):
+    """Creates the network.
+
+    Args:
+      input_tensor_spec: `observation_spec(num_sizes)` as tensor specs.
+      output_action_spec: `action_spec()` as a tensor spec.
+      num_sizes: number of candidate sizes `n`.
+      num_frequency_buckets: log2 buckets of the frequency embedding.
+      frequency_embedding_dim: width of the frequency embedding (32).
+      hidden_units: width of the hidden layer (512).
+      batch_norm_momentum: momentum of the BNs' moving statistics.
+      name: network name.
+    """
+    projection = categorical_projection_network.CategoricalProjectionNetwork(
+        output_action_spec)
+    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(),
+                     output_spec=projection.output_spec, name=name)
+    self._num_sizes = num_sizes
+    self._num_buckets = num_frequency_buckets
+    self._frequency_embedding = tf.keras.layers.Embedding(
+        num_frequency_buckets, frequency_embedding_dim,
+        name='frequency_embedding')
+    self._frequency_norm = tf.keras.layers.BatchNormalization(
+        momentum=batch_norm_momentum, name='frequency_norm')
+    self._hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
+    self._hidden_norm = tf.keras.layers.BatchNormalization(
+        momentum=batch_norm_momentum, name='hidden_norm')
+    self._projection = projection
+
+  def call(self, observation, step_type=None, network_state=(),
+           training=False):
+    outer_rank = nest_utils.get_outer_rank(observation,
+                                           self.input_tensor_spec)
+    squash = network_utils.BatchSquash(outer_rank)
+    frequency = squash.flatten(observation['frequency'])
+    size_index = squash.flatten(observation['size_index'])
+    bucket = frequency_bucket(frequency, self._num_buckets)
+    f = self._frequency_norm(self._frequency_embedding(bucket),
+                             training=training)
+    s = tf.one_hot(size_index, self._num_sizes)
+    x = self._hidden(tf.concat([f, s], -1))
+    x = tf.tanh(self._hidden_norm(x, training=training))
+    x = squash.unflatten(x)
+    can_enlarge = observation['size_index'] < self._num_sizes - 1
+    mask = tf.stack([tf.ones_like(can_enlarge), can_enlarge], -1)
+    distribution, _ = self._projection(x, outer_rank, training=training,
+                                       mask=mask)
+    return distribution, network_state
+
+
+def make_agent(num_sizes: int,
+               learning_rate: float = 1e-4,
+               num_frequency_buckets: int = 32,
+               frequency_embedding_dim: int = 32,
+               hidden_units: int = 512,
+               normalize_returns: bool = False,
+               name: str = 'policy') -> reinforce_agent.ReinforceAgent:
+  """A `ReinforceAgent` for one side (users or items), initialised.
+
+  REINFORCE (DESIGN.md §3): loss `-log pi(a|s) * R` averaged over the one-step
+  episodes of a batch; Adam with `learning_rate` (1e-4 in the paper).
+
+  Args:
+    num_sizes: number of candidate sizes.
+    learning_rate: Adam learning rate of the policy.
+    num_frequency_buckets: log2 buckets of the frequency feature.
+    frequency_embedding_dim: width of the frequency embedding.
+    hidden_units: width of the hidden layer.
+    normalize_returns: whether TF-Agents standardises the returns of a batch.
+    name: agent name (e.g. 'user_policy').
+
+  Returns:
+    The initialised agent; its `time_step_spec` has a scalar float32 reward.
+  """
+  obs_spec = tensor_spec.from_spec(observation_spec(num_sizes))
+  act_spec = tensor_spec.from_spec(action_spec())
+  time_step_spec = ts.time_step_spec(obs_spec)
+  actor = PolicyNetwork(
+      obs_spec, act_spec, num_sizes,
+      num_frequency_buckets=num_frequency_buckets,
+      frequency_embedding_dim=frequency_embedding_dim,
+      hidden_units=hidden_units, name=f'{name}_network')
+  agent = reinforce_agent.ReinforceAgent(
+      time_step_spec, act_spec, actor_network=actor,
+      optimizer=tf.keras.optimizers.Adam(learning_rate),
+      normalize_returns=normalize_returns, name=name)
+  agent.initialize()
+  return agent

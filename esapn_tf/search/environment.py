@@ -1,0 +1,305 @@
+"""The recommender as the policies' environment (DESIGN.md §3).
+
+`SearchCore` holds the per-id search state in TF variables (loss histories)
+and the compiled computations that both the public `EmbeddingSizeEnvironment`
+(a TF-Agents `PyEnvironment`) and the training loop's batched path use:
+
+* observations: `(frequency, size index)` of each example's user and item;
+* rewards: `R = mean(last T losses of the id) - L`, where `L` is the example's
+  loss under the tentative sizes, scored without training the recommender;
+  with fewer than T past losses the mean is over those there are, and an id
+  with no past loss gets reward 0 and weight 0 (DESIGN.md §3);
+* the recommender step: enlargements, one Adam step, history update.
+
+About tentative scoring: an enlargement initialises the larger row with the
+lift of the current one (DESIGN.md §2), so at the moment of the switch an id
+scores exactly as at its current size. The tentative score therefore reads
+each id's current vector; the reward differs between actions only through the
+sampled state, not through an immediate change of the loss. BUILD_NOTES.md
+discusses what this means for the policy.
+"""
+
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.environments import py_environment
+from tf_agents.specs import array_spec
+from tf_agents.trajectories import time_step as ts
+
+from esapn_tf.models import recommender
+from esapn_tf.search import agent as agent_lib
+
+SIDES = ('user', 'item')
+Batch = Dict[str, tf.Tensor]
+
+
+class SearchCore(tf.Module):
+  """Per-id search state and the compiled steps shared by env and loop."""
+
+  def __init__(self, model: recommender.Recommender, optimizer,
+               history_length: int = 5, jit_compile: bool = True):
+    """Creates the state.
+
+    Args:
+      model: a built `Recommender`.
+      optimizer: the recommender's optimizer (Adam, DESIGN.md §2).
+      history_length: T, past losses per id kept for the reward.
+      jit_compile: compile the scoring and the recommender step with XLA.
+    """
+    super().__init__(name='search_core')
+    self.model = model
+    self.optimizer = optimizer
+    self.task = model.task
+    self.history_length = int(history_length)
+    self.embeddings = {'user': model.user_embedding,
+                       'item': model.item_embedding}
+    # Ring buffers of the last T losses per id; one extra row is a sink for
+    # writes that must be dropped (XLA scatters cannot skip entries).
+    self.loss_history = {
+        side: tf.Variable(
+            tf.zeros([self.embeddings[side].num_ids + 1, self.history_length]),
+            trainable=False, name=f'{side}_loss_history')
+        for side in SIDES
+    }
+    # Running frequency of the last loss pushed for each id (= losses seen).
+    self.history_count = {
+        side: tf.Variable(
+            tf.zeros([self.embeddings[side].num_ids], tf.int32),
+            trainable=False, name=f'{side}_history_count')
+        for side in SIDES
+    }
+    self.tentative_loss = tf.function(self._tentative_loss,
+                                      jit_compile=jit_compile)
+    self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+    self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
+
+  # ---------------------------------------------------------------- state
+  def observe(self, batch: Batch) -> Dict[str, Dict[str, tf.Tensor]]:
+    """Observation per side: `{'frequency', 'size_index'}` int32 `[batch]`."""
+    return {
+        side: {
+            'frequency': tf.cast(batch[f'{side}_frequency'], tf.int32),
+            'size_index': tf.gather(self.embeddings[side].size_index,
+                                    batch[side]),
+        } for side in SIDES
+    }
+
+  def history_mean(self, side: str,
+                   ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Mean of each id's last `min(count, T)` losses.
+
+    Args:
+      side: 'user' or 'item'.
+      ids: int32 `[batch]` rows.
+
+    Returns:
+      (float32 `[batch]` mean, 0 where there is no past loss;
+       bool `[batch]`, True where the id has at least one past loss).
+    """
+    t = self.history_length
+    count = tf.minimum(tf.gather(self.history_count[side], ids), t)
+    rows = tf.gather(self.loss_history[side], ids)
+    filled = tf.sequence_mask(count, t, dtype=tf.float32)
+    total = tf.reduce_sum(rows * filled, -1)
+    has = count > 0
+    mean = total / tf.cast(tf.maximum(count, 1), tf.float32)
+    return tf.where(has, mean, 0.0), has
+
+  def _push_history(self, side: str, ids: tf.Tensor, frequency: tf.Tensor,
+                    losses: tf.Tensor) -> None:
+    """Appends each example's loss to its id's ring of the last T losses.
+
+    The slot of the loss at running frequency `f` is `(f - 1) mod T`. When an
+    id occurs more than T times in one batch only its last T losses are
+    written (the others go to the sink row), so the result does not depend on
+    scatter order.
+    """
+    t = self.history_length
+    num_ids = self.embeddings[side].num_ids
+    frequency = tf.cast(frequency, tf.int32)
+    last = tf.math.unsorted_segment_max(frequency, ids, num_ids)
+    last_of_id = tf.gather(last, ids)
+    keep = frequency > last_of_id - t
+    rows = tf.where(keep, ids, num_ids)
+    slots = tf.math.floormod(frequency - 1, t)
+    self.loss_history[side].scatter_nd_update(
+        tf.stack([rows, slots], -1), losses)
+    self.history_count[side].scatter_nd_update(
+        tf.expand_dims(ids, -1), last_of_id)
+
+  # ------------------------------------------------------------- compiled
+  def _tentative_loss(self, batch: Batch, user_action: tf.Tensor,
+                      item_action: tf.Tensor) -> tf.Tensor:
+    """Per-example loss float32 `[batch]` under the tentative sizes.
+
+    Scores without training (BN in inference mode, no variable changes).
+    The tentative size index is `min(s + a, n - 1)`; an enlarged id's row is
+    the function-preserving lift of its current row, i.e. the vector it
+    would get from `enlarge` (module docstring).
+    """
+    del user_action, item_action  # The preview reads the current vectors.
+    logits = self.model(batch, training=False)
+    return recommender.per_example_loss(self.task, batch['label'], logits)
+
+  def rewards(self, batch: Batch, actions: Dict[str, tf.Tensor]
+              ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """Rewards and weights per side for actions on `batch` (DESIGN.md §3).
+
+    Args:
+      batch: examples (dict of `[batch]` tensors).
+      actions: `{'user': int32 [batch], 'item': int32 [batch]}`.
+
+    Returns:
+      (rewards float32 `[batch]` per side, `mean(last T losses) - L`, 0 for
+       ids without history; weights float32 `[batch]` per side, 1 where the
+       decision is a training signal: the id has history and can enlarge).
+    """
+    losses = self.tentative_loss(batch, actions['user'], actions['item'])
+    rewards, weights = {}, {}
+    for side in SIDES:
+      mean, has = self.history_mean(side, batch[side])
+      rewards[side] = tf.where(has, mean - losses, 0.0)
+      size = tf.gather(self.embeddings[side].size_index, batch[side])
+      can_enlarge = size < self.embeddings[side].num_sizes - 1
+      weights[side] = tf.cast(tf.logical_and(has, can_enlarge), tf.float32)
+    return rewards, weights
+
+  def _train_step(self, batch: Batch, user_enlarge: tf.Tensor,
+                  item_enlarge: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Enlarges, takes one Adam step, and records each example's loss.
+
+    Args:
+      batch: examples; `label` float32 (binary) or int32 (multiclass).
+      user_enlarge: bool `[batch]`, consistent across copies of an id.
+      item_enlarge: bool `[batch]`, same for items.
+
+    Returns:
+      dict of float32 `[batch]`: 'loss' and 'correct' (before the step, BN in
+      training mode), and bool `[batch]` 'user_enlarged'/'item_enlarged'.
+    """
+    user_enlarged = self.model.user_embedding.enlarge(batch['user'],
+                                                      user_enlarge)
+    item_enlarged = self.model.item_embedding.enlarge(batch['item'],
+                                                      item_enlarge)
+    with tf.GradientTape() as tape:
+      logits = self.model(batch, training=True)
+      losses = recommender.per_example_loss(self.task, batch['label'], logits)
+      loss = tf.reduce_mean(losses)
+    variables = self.model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    for side in SIDES:
+      self._push_history(side, batch[side], batch[f'{side}_frequency'],
+                         losses)
+    return {
+        'loss': losses,
+        'correct': recommender.per_example_correct(self.task, batch['label'],
+                                                   logits),
+        'user_enlarged': user_enlarged,
+        'item_enlarged': item_enlarged,
+    }
+
+  def _evaluate(self, batch: Batch) -> Dict[str, tf.Tensor]:
+    """Scores a batch before learning from it (BN in inference mode).
+
+    Returns:
+      dict of float32 `[batch]`: 'loss', 'correct', and 'probability'
+      (binary: `[batch]`; multiclass: `[batch, 5]`).
+    """
+    logits = self.model(batch, training=False)
+    if self.task == 'binary':
+      probability = tf.sigmoid(logits)
+    else:
+      probability = tf.nn.softmax(logits)
+    return {
+        'loss': recommender.per_example_loss(self.task, batch['label'],
+                                             logits),
+        'correct': recommender.per_example_correct(self.task, batch['label'],
+                                                   logits),
+        'probability': probability,
+    }
+
+
+def any_per_id(ids: tf.Tensor, flags: tf.Tensor, num_ids: int) -> tf.Tensor:
+  """bool `[batch]`: True where any example of the same id has its flag.
+
+  Used so that every copy of an id in a batch agrees on one decision.
+  """
+  per_id = tf.math.unsorted_segment_max(tf.cast(flags, tf.int32), ids,
+                                        num_ids)
+  return tf.gather(per_id, ids) > 0
+
+
+class EmbeddingSizeEnvironment(py_environment.PyEnvironment):
+  """The policies' environment: one-step episodes over stream batches.
+
+  Observation: `{'user': {'frequency', 'size_index'}, 'item': {...}}`, each
+  int32 `[batch_size]` (the state of the example's user and item).
+  Action: `{'user': int32, 'item': int32}` per example, 0 = unchanged,
+  1 = enlarge. Reward: float32 `[batch_size, 2]`, column 0 the user's and
+  column 1 the item's `mean(last T losses) - L` under the tentative sizes
+  (`SearchCore.rewards`).
+
+  `reset()` draws the next batch; `step(action)` scores it under the tentative
+  sizes without training the recommender and ends the episode. The training
+  loop calls the same `SearchCore.rewards` in a batched, compiled path and
+  trains the recommender itself.
+  """
+
+  def __init__(self, core: SearchCore, batches: Iterator[Dict[str,
+                                                               np.ndarray]],
+               batch_size: int):
+    """Creates the environment.
+
+    Args:
+      core: the shared `SearchCore`.
+      batches: iterator of numpy batches, each with exactly `batch_size`
+        examples (keys as produced by `stream.make_dataset`).
+      batch_size: examples per episode batch.
+    """
+    super().__init__(handle_auto_reset=True)
+    self._core = core
+    self._batches = batches
+    self._batch_size = int(batch_size)
+    num_sizes = core.model.user_embedding.num_sizes
+    self._observation_spec = {
+        side: agent_lib.observation_spec(num_sizes) for side in SIDES}
+    self._action_spec = {side: agent_lib.action_spec() for side in SIDES}
+    self._batch: Optional[Dict[str, tf.Tensor]] = None
+
+  @property
+  def batched(self) -> bool:
+    return True
+
+  @property
+  def batch_size(self) -> int:
+    return self._batch_size
+
+  def observation_spec(self):
+    return self._observation_spec
+
+  def action_spec(self):
+    return self._action_spec
+
+  def reward_spec(self):
+    return array_spec.ArraySpec((2,), np.float32, name='reward')
+
+  def _observation(self):
+    obs = self._core.observe(self._batch)
+    return {side: {k: v.numpy() for k, v in obs[side].items()}
+            for side in SIDES}
+
+  def _reset(self):
+    batch = next(self._batches)
+    self._batch = {k: tf.convert_to_tensor(v) for k, v in batch.items()}
+    return ts.restart(self._observation(), batch_size=self._batch_size,
+                      reward_spec=self.reward_spec())
+
+  def _step(self, action):
+    actions = {side: tf.convert_to_tensor(action[side], tf.int32)
+               for side in SIDES}
+    rewards, _ = self._core.rewards(self._batch, actions)
+    reward = np.stack([rewards['user'].numpy(), rewards['item'].numpy()],
+                      -1).astype(np.float32)
+    return ts.termination(self._observation(), reward)

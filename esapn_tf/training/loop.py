@@ -1,0 +1,308 @@
+"""`run_experiment(config, workdir)`: the alternating ESAPN loop (DESIGN.md §3, §5).
+
+For each batch `t` of the train stream:
+  1. policy update on the previous batch `t-1`: each side's collect policy
+     samples actions, the batch is scored under the tentative sizes without
+     training the recommender, rewards `mean(last T losses) - L` are computed
+     and each `ReinforceAgent` takes one REINFORCE step;
+  2. on batch `t`: the greedy policies pick actions, the chosen ids are
+     enlarged (function-preserving), the recommender takes one Adam step and
+     the loss histories are updated.
+Then the test stream is scored batch by batch before each batch is learned
+from (prequential, "test-then-train"; both the recommender and the policies
+keep learning), or only scored (`test_mode='frozen'`).
+"""
+
+import os
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
+
+from esapn_tf import config as config_lib
+from esapn_tf import errors
+from esapn_tf.data import stream as stream_lib
+from esapn_tf.models import recommender
+from esapn_tf.search import agent as agent_lib
+from esapn_tf.search import environment
+from esapn_tf.training import outputs
+
+SIDES = environment.SIDES
+
+
+class TrainingError(RuntimeError):
+  """The run cannot go on (e.g. a NaN loss); the message names the step."""
+
+
+def _one_step_episodes(observation, action, reward):
+  """`[batch, 1]` trajectories: each decision is a one-step episode."""
+  expand = lambda x: tf.expand_dims(x, 1)
+  batch = tf.shape(action)[0]
+  return trajectory.Trajectory(
+      step_type=tf.fill([batch, 1], ts.StepType.FIRST),
+      observation=tf.nest.map_structure(expand, observation),
+      action=expand(action),
+      policy_info=(),
+      next_step_type=tf.fill([batch, 1], ts.StepType.LAST),
+      reward=expand(reward),
+      discount=tf.zeros([batch, 1]))
+
+
+class Trainer:
+  """Owns the model, the agents and the compiled steps of one run."""
+
+  def __init__(self, cfg: config_lib.ExperimentConfig,
+               s: stream_lib.Stream):
+    self.cfg = cfg
+    self.stream = s
+    sizes = cfg.model.candidate_sizes
+    self.search = cfg.search.method == 'esapn'
+    if not self.search:
+      sizes = (cfg.search.fixed_size or sizes[-1],)
+    self.sizes = sizes
+    self.model = recommender.Recommender(
+        s.num_users, s.num_items, sizes, task=cfg.model.task,
+        hidden_units=cfg.model.hidden_units,
+        batch_norm_momentum=cfg.model.batch_norm_momentum)
+    self.model.build_all()
+    self.optimizer = tf.keras.optimizers.Adam(cfg.model.learning_rate)
+    self.core = environment.SearchCore(
+        self.model, self.optimizer, cfg.search.history_length,
+        jit_compile=cfg.train.jit_compile)
+    self.agents = {}
+    if self.search:
+      for side in SIDES:
+        self.agents[side] = agent_lib.make_agent(
+            len(sizes), cfg.search.policy_learning_rate,
+            cfg.search.num_frequency_buckets,
+            cfg.search.frequency_embedding_dim,
+            cfg.search.policy_hidden_units,
+            normalize_returns=cfg.search.normalize_returns,
+            name=f'{side}_policy')
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    self.policy_update = tf.function(self._policy_update,
+                                     reduce_retracing=True)
+    self.learn = tf.function(self._learn, reduce_retracing=True)
+
+  # ------------------------------------------------------------ one step
+  def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
+    """Step 1: REINFORCE on the previous batch, per side."""
+    obs = self.core.observe(prev)
+    batch_size = tf.shape(prev['user'])[0]
+    actions = {}
+    for side in SIDES:
+      time_step = ts.restart(obs[side], batch_size=batch_size)
+      actions[side] = self.agents[side].collect_policy.action(
+          time_step).action
+    rewards, weights = self.core.rewards(prev, actions)
+    stats = {}
+    for side in SIDES:
+      experience = _one_step_episodes(obs[side], actions[side], rewards[side])
+      loss_info = self.agents[side].train(
+          experience, weights=tf.expand_dims(weights[side], 1))
+      n = tf.maximum(tf.reduce_sum(weights[side]), 1.0)
+      stats[f'{side}_reward'] = tf.reduce_sum(rewards[side] * weights[side]) / n
+      stats[f'{side}_policy_loss'] = loss_info.loss
+    return stats
+
+  def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
+    """Step 2: greedy actions, enlargement, one recommender step."""
+    enlarge = {}
+    for side in SIDES:
+      if self.search:
+        obs = self.core.observe(batch)[side]
+        time_step = ts.restart(obs, batch_size=tf.shape(batch[side])[0])
+        action = self.agents[side].policy.action(time_step).action
+        enlarge[side] = environment.any_per_id(
+            batch[side], tf.equal(action, agent_lib.ENLARGE),
+            self.core.embeddings[side].num_ids)
+      else:
+        enlarge[side] = tf.zeros_like(batch[side], tf.bool)
+    out = self.core.train_step(batch, enlarge['user'], enlarge['item'])
+    self.step.assign_add(1)
+    return out
+
+  # --------------------------------------------------------- summaries
+  def write_summaries(self, out, stats, test: Optional[Dict[str, float]]):
+    step = self.step
+    tf.summary.scalar('train/loss', tf.reduce_mean(out['loss']), step=step)
+    tf.summary.scalar('train/accuracy', tf.reduce_mean(out['correct']),
+                      step=step)
+    for side in SIDES:
+      emb = self.core.embeddings[side]
+      dims = tf.gather(tf.constant(self.sizes, tf.float32), emb.size_index)
+      tf.summary.scalar(f'embedding/{side}_mean_size', tf.reduce_mean(dims),
+                        step=step)
+      tf.summary.histogram(f'embedding/{side}_size_index', emb.size_index,
+                           step=step)
+      tf.summary.scalar(
+          f'policy/{side}_fraction_enlarged',
+          tf.reduce_mean(tf.cast(out[f'{side}_enlarged'], tf.float32)),
+          step=step)
+      if stats:
+        tf.summary.scalar(f'policy/{side}_mean_reward',
+                          stats[f'{side}_reward'], step=step)
+        tf.summary.scalar(f'policy/{side}_loss',
+                          stats[f'{side}_policy_loss'], step=step)
+    if test:
+      for k, v in test.items():
+        tf.summary.scalar(f'test/{k}', v, step=step)
+
+  # --------------------------------------------------------------- run
+  def run(self, writer, progress: outputs.Progress) -> Dict[str, Any]:
+    """Runs the train pass then the test pass; returns the metrics."""
+    cfg, s = self.cfg, self.stream
+    bs = cfg.train.batch_size
+    prev = None
+    sums = {part: np.zeros(3) for part in ('train', 'test')}
+    buckets = outputs.FrequencyBuckets(cfg.search.num_frequency_buckets)
+    train_seconds = 0.0
+    phases = [('train', 0, s.num_train), ('test', s.num_train,
+                                          s.num_examples)]
+    with writer.as_default():
+      for phase, start, stop in phases:
+        phase_start = time.perf_counter()
+        learn = phase == 'train' or cfg.train.test_mode == 'prequential'
+        for batch in stream_lib.make_dataset(s, start, stop, bs):
+          n = int(batch['user'].shape[0])
+          test_metrics = None
+          if phase == 'test':
+            ev = self.core.evaluate(batch)
+            loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
+            sums['test'] += (n, loss.sum(), correct.sum())
+            for side in SIDES:
+              buckets.add(side, batch[f'{side}_frequency'].numpy(), loss,
+                          correct)
+            test_metrics = {'loss': sums['test'][1] / sums['test'][0],
+                            'accuracy': sums['test'][2] / sums['test'][0]}
+          stats = {}
+          if learn:
+            if self.search and prev is not None:
+              stats = self.policy_update(prev)
+            out = self.learn(batch)
+            if phase == 'train':
+              loss = out['loss'].numpy()
+              sums['train'] += (n, loss.sum(), out['correct'].numpy().sum())
+              if not np.all(np.isfinite(loss)):
+                raise TrainingError(
+                    f'non-finite training loss at step {int(self.step)}; '
+                    'lower --learning_rate or check the data')
+            if int(self.step) % cfg.train.summary_every == 0:
+              self.write_summaries(out, stats, test_metrics)
+            prev = batch
+          part = sums[phase]
+          progress.update(n, phase, {
+              'loss': part[1] / max(part[0], 1),
+              'accuracy': part[2] / max(part[0], 1)})
+        if phase == 'train':
+          train_seconds = time.perf_counter() - phase_start
+      writer.flush()
+
+    def summary(part):
+      count, loss, correct = sums[part]
+      return {'examples': int(count),
+              'loss': float(loss / count) if count else float('nan'),
+              'accuracy': float(correct / count) if count else float('nan')}
+
+    return {'train': summary('train'), 'test': summary('test'),
+            'per_frequency': buckets,
+            'train_examples_per_second':
+                s.num_train / train_seconds if train_seconds else 0.0}
+
+  def memory(self) -> Dict[str, Any]:
+    reference = self.cfg.model.candidate_sizes[-1]
+    return {side: outputs.memory_table(
+        self.core.embeddings[side].size_index.numpy(), self.sizes, reference)
+            for side in SIDES}
+
+  def checkpoint(self) -> tf.train.Checkpoint:
+    parts = {'model': self.model, 'optimizer': self.optimizer,
+             'core': self.core, 'step': self.step}
+    for side, agent in self.agents.items():
+      parts[f'{side}_policy'] = agent
+    return tf.train.Checkpoint(**parts)
+
+
+def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
+                   verbose: bool = True) -> Dict[str, Any]:
+  """Trains and evaluates one configuration; writes the run's outputs.
+
+  Writes, in `workdir`: `config.json` (first), TensorBoard event files under
+  `events/`, `per_frequency.csv`, a final checkpoint under `checkpoints/`
+  and `results.json` (DESIGN.md §5 metrics and memory table). An earlier run's
+  outputs in the same workdir are first moved to `previous/<UTC time>/`.
+
+  Args:
+    cfg: the experiment.
+    workdir: output folder (created if missing).
+    verbose: print progress lines and the results table.
+
+  Returns:
+    The content of `results.json`.
+
+  Raises:
+    errors.UserInputError: bad data or settings (nothing written then).
+    TrainingError: a non-finite loss (the earlier run's files stay archived).
+  """
+  wall_start = time.perf_counter()
+  tf.keras.utils.set_random_seed(cfg.train.seed)
+  d = cfg.data
+  ratings = stream_lib.load_ratings(
+      d.dataset, d.data_dir, d.loader, d.max_ratings,
+      d.synthetic_num_ratings, cfg.train.seed)
+  s = stream_lib.build_stream(ratings, cfg.model.task, d.order,
+                              d.train_fraction, cfg.train.seed)
+  if s.num_train == 0:
+    raise errors.UserInputError(
+        f'the train part is empty ({s.num_examples} examples, '
+        f'train_fraction={d.train_fraction}); use more data')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.UserInputError(
+        f'cannot create workdir {workdir!r}: {e.strerror}; '
+        'pass a writable --workdir') from e
+  archived = outputs.archive_previous_run(workdir)
+  if archived and verbose:
+    print(f'Moved the earlier run in {workdir} to {archived}', flush=True)
+  outputs.atomic_write_text(os.path.join(workdir, 'config.json'),
+                            cfg.to_json() + '\n')
+  if verbose:
+    print(f'Data {s.name}: {s.num_examples:,} ratings, {s.num_users:,} users, '
+          f'{s.num_items:,} items; train {s.num_train:,}, test '
+          f'{s.num_test:,} ({d.order} order)', flush=True)
+
+  trainer = Trainer(cfg, s)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'events'))
+  progress = outputs.Progress(
+      s.num_examples, cfg.train.log_every_seconds if verbose else 1e12)
+  metrics = trainer.run(writer, progress)
+
+  manager = tf.train.CheckpointManager(
+      trainer.checkpoint(), os.path.join(workdir, 'checkpoints'),
+      max_to_keep=1)
+  manager.save(checkpoint_number=int(trainer.step))
+  outputs.atomic_write_text(os.path.join(workdir, 'per_frequency.csv'),
+                            metrics['per_frequency'].to_csv())
+  results = {
+      'method': cfg.search.method,
+      'task': cfg.model.task,
+      'dataset': s.name,
+      'order': d.order,
+      'test_mode': cfg.train.test_mode,
+      'candidate_sizes': list(trainer.sizes),
+      'test': metrics['test'],
+      'train': metrics['train'],
+      'memory': trainer.memory(),
+      'num_users': s.num_users,
+      'num_items': s.num_items,
+      'train_examples_per_second': metrics['train_examples_per_second'],
+      'wall_seconds': time.perf_counter() - wall_start,
+  }
+  outputs.atomic_write_json(os.path.join(workdir, 'results.json'), results)
+  if verbose:
+    print(outputs.results_table(results), flush=True)
+  return results

@@ -1,0 +1,193 @@
+"""What a run writes, and how: atomic files, the memory table, progress lines.
+
+Nothing here is written half-way: every file goes to a temporary name in the
+same folder and is renamed into place (`atomic_write_text`). A workdir that
+holds an earlier run's outputs has them moved to `previous/<UTC time>/` before
+the new run writes anything, so a failed run never overwrites or corrupts a
+previous run's results.
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Sequence
+
+import numpy as np
+
+RUN_OUTPUTS = ('config.json', 'results.json', 'per_frequency.csv',
+               'checkpoints', 'events')
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and `os.replace`."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
+def archive_previous_run(workdir: str) -> str:
+  """Moves an earlier run's outputs to `workdir/previous/<UTC time>/`.
+
+  Returns:
+    The archive folder, or '' when the workdir held no earlier run.
+  """
+  present = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+  if not present:
+    return ''
+  stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+  archive = os.path.join(workdir, 'previous', stamp)
+  suffix = 0
+  while os.path.exists(archive):
+    suffix += 1
+    archive = os.path.join(workdir, 'previous', f'{stamp}-{suffix}')
+  os.makedirs(archive)
+  for name in present:
+    os.replace(os.path.join(workdir, name), os.path.join(archive, name))
+  return archive
+
+
+def memory_table(size_indices: np.ndarray,
+                 candidate_sizes: Sequence[int],
+                 reference_size: int) -> Dict[str, Any]:
+  """The paper's memory table for one side (DESIGN.md §5).
+
+  Args:
+    size_indices: int `[num_ids]` final size index of each id.
+    candidate_sizes: the sizes the indices refer to (dimensions).
+    reference_size: the FIXED reference size, the largest candidate of the
+      paper's search space (128 there).
+
+  Returns:
+    `{'counts': {'2': int, ...}, 'total_dims': int, 'fixed_dims': int,
+      'ratio': float}` where `total_dims = sum(count_d * d)`,
+    `fixed_dims = num_ids * reference_size` and `ratio = total / fixed`.
+  """
+  counts = np.bincount(np.asarray(size_indices, np.int64),
+                       minlength=len(candidate_sizes))
+  total = int(sum(int(c) * int(d) for c, d in zip(counts, candidate_sizes)))
+  fixed = int(len(size_indices) * reference_size)
+  return {
+      'counts': {str(d): int(c) for d, c in zip(candidate_sizes, counts)},
+      'total_dims': total,
+      'fixed_dims': fixed,
+      'ratio': total / fixed if fixed else 0.0,
+  }
+
+
+class FrequencyBuckets:
+  """Accumulates test loss and accuracy by log2 frequency bucket, per side.
+
+  Bucket b holds running frequencies `2^b .. 2^(b+1) - 1` (b = 0: first
+  sight).
+  """
+
+  def __init__(self, num_buckets: int = 32):
+    self.num_buckets = num_buckets
+    self.sums = {side: np.zeros((3, num_buckets)) for side in ('user', 'item')}
+
+  def add(self, side: str, frequency: np.ndarray, loss: np.ndarray,
+          correct: np.ndarray) -> None:
+    """Adds a batch: int `[b]` frequencies, float `[b]` losses and hits."""
+    bucket = np.minimum(np.floor(np.log2(np.maximum(frequency, 1))),
+                        self.num_buckets - 1).astype(np.int64)
+    for row, values in enumerate((np.ones_like(loss), loss, correct)):
+      self.sums[side][row] += np.bincount(bucket, weights=values,
+                                          minlength=self.num_buckets)
+
+  def rows(self) -> List[Dict[str, Any]]:
+    out = []
+    for side in ('user', 'item'):
+      count, loss, correct = self.sums[side]
+      for b in range(self.num_buckets):
+        if count[b] > 0:
+          out.append({'side': side, 'bucket': b, 'frequency_min': 2**b,
+                      'frequency_max': 2**(b + 1) - 1,
+                      'examples': int(count[b]),
+                      'accuracy': correct[b] / count[b],
+                      'loss': loss[b] / count[b]})
+    return out
+
+  def to_csv(self) -> str:
+    buf = io.StringIO()
+    fields = ['side', 'bucket', 'frequency_min', 'frequency_max', 'examples',
+              'accuracy', 'loss']
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator='\n')
+    writer.writeheader()
+    for row in self.rows():
+      writer.writerow({k: (f'{v:.6f}' if isinstance(v, float) else v)
+                       for k, v in row.items()})
+    return buf.getvalue()
+
+
+class Progress:
+  """Prints `phase done/total examples, examples/s, ETA, metrics` lines."""
+
+  def __init__(self, total_examples: int, every_seconds: float = 10.0,
+               stream=None):
+    self.total = int(total_examples)
+    self.every = float(every_seconds)
+    self.stream = stream or sys.stdout
+    self.start = time.perf_counter()
+    self.last = self.start
+    self.done = 0
+
+  def update(self, examples: int, phase: str, metrics: Dict[str, float],
+             force: bool = False) -> None:
+    self.done += int(examples)
+    now = time.perf_counter()
+    if not force and now - self.last < self.every:
+      return
+    self.last = now
+    elapsed = max(now - self.start, 1e-9)
+    rate = self.done / elapsed
+    eta = (self.total - self.done) / rate if rate > 0 else float('inf')
+    shown = ' '.join(f'{k}={v:.4f}' for k, v in metrics.items())
+    print(f'[{phase}] {self.done:,}/{self.total:,} examples '
+          f'({100.0 * self.done / max(self.total, 1):.1f}%) '
+          f'{rate:,.0f} ex/s ETA {_format_seconds(eta)} {shown}',
+          file=self.stream, flush=True)
+
+
+def _format_seconds(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def results_table(results: Dict[str, Any]) -> str:
+  """A small human-readable summary of `results.json`."""
+  lines = [
+      f"ESAPN-TF run: method={results['method']} task={results['task']} "
+      f"dataset={results['dataset']} order={results['order']}",
+      f"{'part':<6} {'examples':>10} {'accuracy':>9} {'loss':>8}",
+  ]
+  for part in ('train', 'test'):
+    r = results[part]
+    lines.append(f"{part:<6} {r['examples']:>10,} {r['accuracy']:>9.4f} "
+                 f"{r['loss']:>8.4f}")
+  lines.append('memory (dims per id, counts by size):')
+  for side in ('user', 'item'):
+    m = results['memory'][side]
+    counts = ' '.join(f'{d}:{c}' for d, c in m['counts'].items())
+    lines.append(f"  {side:<5} ratio {m['ratio']:.4f} "
+                 f"({m['total_dims']:,} / {m['fixed_dims']:,} dims)  {counts}")
+  lines.append(f"wall {results['wall_seconds']:.1f} s, train "
+               f"{results['train_examples_per_second']:,.0f} ex/s")
+  return '\n'.join(lines)
+
+
+def existing(paths: Iterable[str]) -> List[str]:
+  return [p for p in paths if os.path.exists(p)]
