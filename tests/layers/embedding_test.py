@@ -1,0 +1,114 @@
+"""Tests for MultiSizeEmbedding (DESIGN.md §2)."""
+
+import esapn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from esapn_tf.layers import embedding
+
+SIZES = (2, 4, 8, 16, 64, 128)
+
+
+class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
+
+  def _layer(self, sizes=SIZES, num_ids=10):
+    layer = embedding.MultiSizeEmbedding(num_ids, sizes,
+                                         embeddings_initializer='ones')
+    layer(tf.constant([0]))
+    return layer
+
+  def test_lift_known_answer(self):
+    # Sizes (1, 2): E_0 = ones [3, 1], W = [[2, 3]], b = [1, -1].
+    # Id 0 at size 0: lift = 1 * [2, 3] + [1, -1] = [3, 2].
+    # Id 1 at size 1: its own row of E_1 = ones -> [1, 1].
+    layer = self._layer(sizes=(1, 2), num_ids=3)
+    layer.lift_kernels[0].assign([[2.0, 3.0]])
+    layer.lift_biases[0].assign([1.0, -1.0])
+    layer.size_index.assign([0, 1, 0])
+    lifted = layer.lift(tf.constant([0, 1]), tf.constant([0, 1]))
+    self.assertAllClose(lifted, [[3.0, 2.0], [1.0, 1.0]])
+
+  def test_enlarge_known_answer(self):
+    # Enlarging id 2 from size 0 writes E_1[2] = [1]*[2, 3] + [1, -1] = [3, 2]
+    # and moves its index to 1; id 0 stays.
+    layer = self._layer(sizes=(1, 2), num_ids=3)
+    layer.lift_kernels[0].assign([[2.0, 3.0]])
+    layer.lift_biases[0].assign([1.0, -1.0])
+    layer.enlarge(tf.constant([2, 2, 0]),
+                  tf.constant([True, True, False]))
+    self.assertAllEqual(layer.size_index, [0, 0, 1])
+    self.assertAllClose(layer.tables[1][2], [3.0, 2.0])
+    self.assertAllClose(layer.tables[1][0], [1.0, 1.0])
+
+  @parameterized.named_parameters(('paper_sizes', SIZES), ('two', (4, 16)),
+                                  ('three', (2, 8, 32)))
+  def test_enlarge_leaves_output_unchanged(self, sizes):
+    tf.keras.utils.set_random_seed(1)
+    layer = embedding.MultiSizeEmbedding(50, sizes)
+    ids = tf.constant(np.arange(50) % 37, tf.int32)
+    layer(ids, training=True)  # give the BN non-trivial statistics
+    for _ in range(len(sizes) + 1):  # up to and past the largest size
+      before = layer(ids, training=False)
+      mask = tf.constant(np.arange(50) % 37 % 2 == 0)
+      layer.enlarge(ids, mask)
+      after = layer(ids, training=False)
+      self.assertAllClose(before, after, atol=1e-5)
+    # Even ids reached the largest size, odd ones never moved.
+    self.assertAllEqual(tf.gather(layer.size_index, [0, 2, 4]),
+                        [len(sizes) - 1] * 3)
+    self.assertAllEqual(tf.gather(layer.size_index, [1, 3, 5]), [0, 0, 0])
+
+  def test_enlarge_at_largest_is_noop(self):
+    layer = self._layer(sizes=(2, 4), num_ids=2)
+    layer.size_index.assign([1, 1])
+    row = layer.tables[1].numpy().copy()
+    enlarged = layer.enlarge(tf.constant([0, 1]))
+    self.assertAllEqual(enlarged, [False, False])
+    self.assertAllEqual(layer.size_index, [1, 1])
+    self.assertAllClose(layer.tables[1], row)
+
+  def test_output_shape_and_range(self):
+    layer = embedding.MultiSizeEmbedding(7, SIZES)
+    out = layer(tf.constant([0, 3, 6]), training=False)
+    self.assertEqual(out.shape, (3, 128))
+    self.assertAllInRange(out, -1.0, 1.0)
+
+  def test_size_counts(self):
+    layer = self._layer(num_ids=5)
+    layer.size_index.assign([0, 0, 2, 5, 5])
+    self.assertAllEqual(layer.size_counts(), [2, 0, 1, 0, 0, 2])
+
+  @parameterized.named_parameters(
+      ('not_increasing', (4, 2)), ('repeated', (2, 2, 4)), ('empty', ()),
+      ('zero', (0, 2)))
+  def test_bad_sizes(self, sizes):
+    with self.assertRaisesRegex(ValueError, 'candidate_sizes'):
+      embedding.MultiSizeEmbedding(3, sizes)
+
+  def test_get_config_round_trip(self):
+    layer = embedding.MultiSizeEmbedding(11, (2, 8), batch_norm_momentum=0.5,
+                                         name='emb')
+    clone = embedding.MultiSizeEmbedding.from_config(layer.get_config())
+    self.assertEqual(clone.num_ids, 11)
+    self.assertEqual(clone.candidate_sizes, (2, 8))
+    self.assertEqual(clone.batch_norm_momentum, 0.5)
+    self.assertEqual(clone.get_config(), layer.get_config())
+
+  def test_xla_enlarge_matches_eager(self):
+    tf.keras.utils.set_random_seed(2)
+    a = embedding.MultiSizeEmbedding(20, SIZES)
+    a(tf.constant([0]))
+    b = embedding.MultiSizeEmbedding(20, SIZES)
+    b(tf.constant([0]))
+    b.set_weights(a.get_weights())
+    ids = tf.constant([1, 5, 5, 19, 3], tf.int32)
+    mask = tf.constant([True, True, True, False, True])
+    a.enlarge(ids, mask)
+    tf.function(b.enlarge, jit_compile=True)(ids, mask)
+    for x, y in zip(a.get_weights(), b.get_weights()):
+      self.assertAllClose(x, y)
+
+
+if __name__ == '__main__':
+  tf.test.main()
