@@ -1,0 +1,1 @@
+"""Ratings readers, the synthetic generator and the training stream."""

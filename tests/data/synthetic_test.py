@@ -1,0 +1,135 @@
+"""Tests for esapn_tf.data.synthetic."""
+
+import os
+import tempfile
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from esapn_tf import errors
+from esapn_tf.data import movielens
+from esapn_tf.data import synthetic
+
+
+class GenerateTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.r = synthetic.generate(50_000, seed=0)
+
+  def test_same_seed_same_arrays_other_seed_different(self):
+    a = synthetic.generate(5_000, seed=3)
+    b = synthetic.generate(5_000, seed=3)
+    c = synthetic.generate(5_000, seed=4)
+    for column in ('user_id', 'item_id', 'rating', 'timestamp'):
+      self.assertAllEqual(getattr(a, column), getattr(b, column))
+    self.assertNotAllEqual(a.rating, c.rating)
+    self.assertNotAllEqual(a.item_id, c.item_id)
+
+  def test_columns_and_name(self):
+    r = self.r
+    r.validate('synthetic')
+    self.assertEqual(r.name, 'synthetic-50000')
+    self.assertEqual(r.num_ratings, 50_000)
+    self.assertEqual(r.user_id.dtype, np.int64)
+    self.assertEqual(r.item_id.dtype, np.int64)
+    self.assertEqual(r.rating.dtype, np.float32)
+    self.assertEqual(r.timestamp.dtype, np.int64)
+
+  def test_default_sizes_scale_like_ml20m(self):
+    self.assertEqual(synthetic.default_sizes(20_000_263), (138_493, 26_744))
+    self.assertEqual(synthetic.default_sizes(100_000), (1_998, 1_113))
+    self.assertEqual(synthetic.default_sizes(100), (50, 20))  # The minimums.
+    self.assertEqual(synthetic.default_sizes(30), (30, 20))  # <= n users.
+    users, items = synthetic.default_sizes(50_000)
+    self.assertLen(np.unique(self.r.user_id), users)  # Users are 1..U.
+    self.assertAllEqual(np.unique(self.r.user_id), np.arange(1, users + 1))
+    self.assertLessEqual(len(np.unique(self.r.item_id)), items)
+
+  def test_explicit_sizes(self):
+    r = synthetic.generate(1_000, seed=1, num_users=10, num_items=30)
+    self.assertAllEqual(np.unique(r.user_id), np.arange(1, 11))
+    self.assertLessEqual(len(np.unique(r.item_id)), 30)
+    self.assertLessEqual(r.item_id.max(), 90)  # Sparse ids in 1..3 * items.
+
+  def test_ratings_are_half_stars_with_movielens_shape(self):
+    r = self.r
+    twice = r.rating * 2
+    self.assertAllEqual(twice, np.rint(twice))
+    self.assertAllEqual(np.unique(r.rating), np.arange(1, 11) / 2)
+    self.assertBetween(float(r.rating.mean()), 3.3, 3.7)
+    self.assertBetween(float((r.rating > 3.5).mean()), 0.42, 0.55)
+
+  def test_every_user_has_a_few_ratings(self):
+    counts = np.bincount(self.r.user_id)[1:]
+    self.assertGreaterEqual(counts.min(), 5)
+    self.assertGreater(counts.max(), 5 * counts.mean())  # A heavy tail.
+
+  def test_item_popularity_is_skewed(self):
+    counts = np.sort(np.unique(self.r.item_id, return_counts=True)[1])[::-1]
+    top = counts[:len(counts) // 10].sum() / counts.sum()
+    self.assertGreater(top, 0.4)
+
+  def test_signal_is_learnable(self):
+    # User and item means on half the ratings predict the other half.
+    r = self.r
+    known = np.random.default_rng(0).random(r.num_ratings) < 0.5
+    mean = r.rating[known].mean()
+
+    def shrunk_means(ids):
+      rows = np.unique(ids, return_inverse=True)[1]
+      size = rows.max() + 1
+      total = np.bincount(rows[known], r.rating[known], minlength=size)
+      count = np.bincount(rows[known], minlength=size)
+      return ((total + 5 * mean) / (count + 5))[rows]
+
+    prediction = shrunk_means(r.user_id) + shrunk_means(r.item_id) - mean
+    correlation = np.corrcoef(prediction[~known], r.rating[~known])[0, 1]
+    self.assertGreater(correlation, 0.3)
+    accuracy = ((prediction[~known] > 3.5) == (r.rating[~known] > 3.5)).mean()
+    self.assertGreater(accuracy, 0.6)
+
+  def test_timestamps_increase_within_each_user(self):
+    r = self.r
+    self.assertAllGreaterEqual(np.diff(r.user_id), 0)  # Rows by user.
+    same_user = np.diff(r.user_id) == 0
+    self.assertAllGreaterEqual(np.diff(r.timestamp)[same_user], 0)
+    self.assertAllInRange(r.timestamp, 789_652_800, 1_427_760_000)
+    self.assertGreater(np.ptp(r.timestamp), 10 * 365 * 86_400)  # Years.
+
+  @parameterized.named_parameters(
+      ('no_ratings', dict(num_ratings=0), 'num_ratings is 0'),
+      ('too_many_users', dict(num_ratings=10, num_users=11),
+       'num_users is 11; it must lie in 1..num_ratings'),
+      ('no_items', dict(num_ratings=10, num_items=0), 'num_items is 0'),
+  )
+  def test_bad_arguments(self, kwargs, message):
+    with self.assertRaisesRegex(errors.UserInputError, message):
+      synthetic.generate(**kwargs)
+
+
+class WriteGroupLensCsvTest(tf.test.TestCase):
+
+  def test_round_trip_through_the_grouplens_reader(self):
+    r = synthetic.generate(2_000, seed=5)
+    folder = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()),
+                          'ml-synthetic')
+    os.makedirs(folder)
+    path = os.path.join(folder, 'ratings.csv')
+    synthetic.write_grouplens_csv(r, path)
+    self.assertEqual(os.listdir(folder), ['ratings.csv'])  # No temp file left.
+    with open(path) as f:
+      self.assertEqual(f.readline(), 'userId,movieId,rating,timestamp\n')
+      first = f.readline().strip().split(',')
+    self.assertEqual(first, [str(r.user_id[0]), str(r.item_id[0]),
+                             f'{r.rating[0]:.1f}', str(r.timestamp[0])])
+    back = movielens.load_grouplens(folder)
+    self.assertEqual(back.name, 'ml-synthetic')
+    for column in ('user_id', 'item_id', 'rating', 'timestamp'):
+      self.assertAllEqual(getattr(back, column), getattr(r, column))
+
+
+if __name__ == '__main__':
+  tf.test.main()
