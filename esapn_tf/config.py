@@ -17,6 +17,7 @@ ORDERS = ('random', 'chronological')
 LOADERS = ('grouplens', 'tfds')
 TEST_MODES = ('prequential', 'frozen')
 METHODS = ('esapn', 'fixed')
+REWARDS = ('next_appearance', 'tentative')
 DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
             'ml-latest-small')
 PAPER_CANDIDATE_SIZES = (2, 4, 8, 16, 64, 128)
@@ -95,6 +96,7 @@ class SearchConfig:
   """The size-search method and its policy (DESIGN.md §3)."""
   method: str = 'esapn'  # 'esapn' (REINFORCE policy) or 'fixed' (no search)
   fixed_size: int = 0  # dims for method=fixed; 0 = the largest candidate
+  reward: str = 'next_appearance'  # or 'tentative' (search/environment.py)
   policy_learning_rate: float = 1e-4  # for each policy's Adam
   history_length: int = 5  # T: past losses averaged in the reward
   policy_hidden_units: int = 512  # width of the policy network
@@ -104,6 +106,7 @@ class SearchConfig:
 
   def __post_init__(self):
     _check_choice('method', self.method, METHODS)
+    _check_choice('reward', self.reward, REWARDS)
     _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0,
                  low_open=True)
     _check_range('history_length', self.history_length, 1, 1000)

@@ -45,6 +45,20 @@ def action_spec():
                                      name='action')
 
 
+def first_time_step(observation) -> ts.TimeStep:
+  """A batch of FIRST time steps for one-step decisions, graph friendly.
+
+  (`ts.restart` needs a Python batch size; this reads it from the tensors.)
+
+  Args:
+    observation: `{'frequency': int32 [batch], 'size_index': int32 [batch]}`.
+  """
+  batch = tf.shape(observation['size_index'])[:1]
+  return ts.TimeStep(step_type=tf.fill(batch, ts.StepType.FIRST),
+                     reward=tf.zeros(batch), discount=tf.ones(batch),
+                     observation=observation)
+
+
 def frequency_bucket(frequency: tf.Tensor, num_buckets: int) -> tf.Tensor:
   """int32 bucket `min(floor(log2(max(f, 1))), num_buckets - 1)`.
 

@@ -5,18 +5,25 @@ and the compiled computations that both the public `EmbeddingSizeEnvironment`
 (a TF-Agents `PyEnvironment`) and the training loop's batched path use:
 
 * observations: `(frequency, size index)` of each example's user and item;
-* rewards: `R = mean(last T losses of the id) - L`, where `L` is the example's
-  loss under the tentative sizes, scored without training the recommender;
+* rewards: `R = mean(last T losses of the id) - L` (DESIGN.md §3), with two
+  definitions of `L`, chosen by `SearchConfig.reward`:
+  - 'tentative' (DESIGN.md §3 as written): `L` is the example's loss on the
+    previous batch under freshly sampled tentative sizes, scored without
+    training the recommender;
+  - 'next_appearance' (the default): a decision taken at an id's last
+    occurrence in a batch is rewarded at the id's next appearance in the
+    stream, with `L` its loss there, before the recommender learns from it;
   with fewer than T past losses the mean is over those there are, and an id
-  with no past loss gets reward 0 and weight 0 (DESIGN.md §3);
+  with no past loss gets reward 0 and weight 0;
 * the recommender step: enlargements, one Adam step, history update.
 
-About tentative scoring: an enlargement initialises the larger row with the
-lift of the current one (DESIGN.md §2), so at the moment of the switch an id
-scores exactly as at its current size. The tentative score therefore reads
-each id's current vector; the reward differs between actions only through the
-sampled state, not through an immediate change of the loss. BUILD_NOTES.md
-discusses what this means for the policy.
+Why two: an enlargement initialises the larger row with the lift of the
+current one (DESIGN.md §2), so at the moment of the switch an id scores
+exactly as at its current size. 'tentative' scoring therefore gives both
+actions the same loss, and the REINFORCE gradient has zero expectation: the
+policy cannot learn which action is better. 'next_appearance' measures the
+effect of the size change after the recommender has trained with it, on data
+it has not yet learned from. BUILD_NOTES.md has the measurements.
 """
 
 from typing import Dict, Iterator, Optional, Tuple
@@ -67,6 +74,27 @@ class SearchCore(tf.Module):
         side: tf.Variable(
             tf.zeros([self.embeddings[side].num_ids], tf.int32),
             trainable=False, name=f'{side}_history_count')
+        for side in SIDES
+    }
+    # The decision awaiting its reward, per id: the action taken at the id's
+    # last occurrence (-1: none) and the state it was taken in. The extra
+    # row is a sink for scatters from non-decision examples.
+    self.pending_action = {
+        side: tf.Variable(
+            tf.fill([self.embeddings[side].num_ids + 1], -1),
+            trainable=False, name=f'{side}_pending_action')
+        for side in SIDES
+    }
+    self.pending_frequency = {
+        side: tf.Variable(
+            tf.ones([self.embeddings[side].num_ids + 1], tf.int32),
+            trainable=False, name=f'{side}_pending_frequency')
+        for side in SIDES
+    }
+    self.pending_size = {
+        side: tf.Variable(
+            tf.zeros([self.embeddings[side].num_ids + 1], tf.int32),
+            trainable=False, name=f'{side}_pending_size')
         for side in SIDES
     }
     self.tentative_loss = tf.function(self._tentative_loss,
@@ -127,6 +155,70 @@ class SearchCore(tf.Module):
         tf.stack([rows, slots], -1), losses)
     self.history_count[side].scatter_nd_update(
         tf.expand_dims(ids, -1), last_of_id)
+
+  def occurrence_masks(self, side: str, ids: tf.Tensor, frequency: tf.Tensor
+                       ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """bool `[batch]` (first, last): each id's first and last copy in a batch.
+
+    Running frequencies grow by one per occurrence, so the copy with the
+    smallest (largest) frequency is the first (last).
+    """
+    num_ids = self.embeddings[side].num_ids
+    frequency = tf.cast(frequency, tf.int32)
+    low = tf.math.unsorted_segment_min(frequency, ids, num_ids)
+    high = tf.math.unsorted_segment_max(frequency, ids, num_ids)
+    return (tf.equal(frequency, tf.gather(low, ids)),
+            tf.equal(frequency, tf.gather(high, ids)))
+
+  def pending_experience(self, side: str, batch: Batch, losses: tf.Tensor,
+                         baseline: tf.Tensor):
+    """Rewards the decisions that this batch's first occurrences resolve.
+
+    For the first copy of each id whose previous decision is pending:
+    observation = the state the decision was taken in, action = the action
+    taken, reward = `baseline - loss` (reward 'next_appearance').
+
+    Args:
+      side: 'user' or 'item'.
+      batch: the batch (ids and frequencies).
+      losses: float32 `[batch]`, each example's loss before the recommender
+        learned from it.
+      baseline: float32 `[batch]`, the mean of each id's last T losses before
+        this batch (`history_mean`).
+
+    Returns:
+      (observation dict of int32 `[batch]`, action int32 `[batch]`, reward
+       float32 `[batch]`, weight float32 `[batch]`: 1 for resolved decisions,
+       0 elsewhere).
+    """
+    ids = batch[side]
+    first, _ = self.occurrence_masks(side, ids, batch[f'{side}_frequency'])
+    action = tf.gather(self.pending_action[side], ids)
+    valid = tf.logical_and(first, action >= 0)
+    observation = {
+        'frequency': tf.gather(self.pending_frequency[side], ids),
+        'size_index': tf.gather(self.pending_size[side], ids),
+    }
+    reward = tf.where(valid, baseline - losses, 0.0)
+    return (observation, tf.maximum(action, 0), reward,
+            tf.cast(valid, tf.float32))
+
+  def record_decisions(self, side: str, ids: tf.Tensor,
+                       observation: Dict[str, tf.Tensor], action: tf.Tensor,
+                       is_decision: tf.Tensor) -> None:
+    """Stores each id's decision (taken at its last copy) until its reward.
+
+    Decisions at the largest size (enlarge masked) are stored as none.
+    """
+    num_ids = self.embeddings[side].num_ids
+    can_enlarge = observation['size_index'] < self.embeddings[side].num_sizes - 1
+    rows = tf.expand_dims(tf.where(is_decision, ids, num_ids), -1)
+    self.pending_action[side].scatter_nd_update(
+        rows, tf.where(can_enlarge, tf.cast(action, tf.int32), -1))
+    self.pending_frequency[side].scatter_nd_update(
+        rows, tf.cast(observation['frequency'], tf.int32))
+    self.pending_size[side].scatter_nd_update(rows,
+                                              observation['size_index'])
 
   # ------------------------------------------------------------- compiled
   def _tentative_loss(self, batch: Batch, user_action: tf.Tensor,

@@ -60,6 +60,7 @@ class Trainer:
     self.stream = s
     sizes = cfg.model.candidate_sizes
     self.search = cfg.search.method == 'esapn'
+    self.next_appearance = cfg.search.reward == 'next_appearance'
     if not self.search:
       sizes = (cfg.search.fixed_size or sizes[-1],)
     self.sizes = sizes
@@ -91,12 +92,10 @@ class Trainer:
   def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
     """Step 1: REINFORCE on the previous batch, per side."""
     obs = self.core.observe(prev)
-    batch_size = tf.shape(prev['user'])[0]
     actions = {}
     for side in SIDES:
-      time_step = ts.restart(obs[side], batch_size=batch_size)
       actions[side] = self.agents[side].collect_policy.action(
-          time_step).action
+          agent_lib.first_time_step(obs[side])).action
     rewards, weights = self.core.rewards(prev, actions)
     stats = {}
     for side in SIDES:
@@ -109,19 +108,49 @@ class Trainer:
     return stats
 
   def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
-    """Step 2: greedy actions, enlargement, one recommender step."""
-    enlarge = {}
+    """Actions, enlargement and one recommender step on `batch`.
+
+    Reward 'tentative' (DESIGN.md §3 as written): the greedy policies act.
+    Reward 'next_appearance': the collect policies sample (REINFORCE needs
+    on-policy samples), one decision per id at its last copy in the batch;
+    after the recommender step, the decisions that this batch's first copies
+    resolve are rewarded and each agent takes one REINFORCE step.
+    """
+    core = self.core
+    obs = core.observe(batch)
+    enlarge, actions, deciding, baselines = {}, {}, {}, {}
     for side in SIDES:
-      if self.search:
-        obs = self.core.observe(batch)[side]
-        time_step = ts.restart(obs, batch_size=tf.shape(batch[side])[0])
-        action = self.agents[side].policy.action(time_step).action
-        enlarge[side] = environment.any_per_id(
-            batch[side], tf.equal(action, agent_lib.ENLARGE),
-            self.core.embeddings[side].num_ids)
+      ids = batch[side]
+      if not self.search:
+        enlarge[side] = tf.zeros_like(ids, tf.bool)
+        continue
+      time_step = agent_lib.first_time_step(obs[side])
+      if self.next_appearance:
+        policy = self.agents[side].collect_policy
+        _, deciding[side] = core.occurrence_masks(
+            side, ids, batch[f'{side}_frequency'])
+        baselines[side], _ = core.history_mean(side, ids)
       else:
-        enlarge[side] = tf.zeros_like(batch[side], tf.bool)
-    out = self.core.train_step(batch, enlarge['user'], enlarge['item'])
+        policy = self.agents[side].policy
+        deciding[side] = tf.ones_like(ids, tf.bool)
+      actions[side] = policy.action(time_step).action
+      enlarge[side] = environment.any_per_id(
+          ids, tf.logical_and(deciding[side],
+                              tf.equal(actions[side], agent_lib.ENLARGE)),
+          core.embeddings[side].num_ids)
+    out = core.train_step(batch, enlarge['user'], enlarge['item'])
+    if self.search and self.next_appearance:
+      for side in SIDES:
+        observation, action, reward, weight = core.pending_experience(
+            side, batch, out['loss'], baselines[side])
+        loss_info = self.agents[side].train(
+            _one_step_episodes(observation, action, reward),
+            weights=tf.expand_dims(weight, 1))
+        n = tf.maximum(tf.reduce_sum(weight), 1.0)
+        out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
+        out[f'{side}_policy_loss'] = loss_info.loss
+        core.record_decisions(side, batch[side], obs[side], actions[side],
+                              deciding[side])
     self.step.assign_add(1)
     return out
 
@@ -180,9 +209,11 @@ class Trainer:
                             'accuracy': sums['test'][2] / sums['test'][0]}
           stats = {}
           if learn:
-            if self.search and prev is not None:
+            if self.search and not self.next_appearance and prev is not None:
               stats = self.policy_update(prev)
             out = self.learn(batch)
+            if self.search and self.next_appearance:
+              stats = out
             if phase == 'train':
               loss = out['loss'].numpy()
               sums['train'] += (n, loss.sum(), out['correct'].numpy().sum())
@@ -218,6 +249,26 @@ class Trainer:
         self.core.embeddings[side].size_index.numpy(), self.sizes, reference)
             for side in SIDES}
 
+  def policy_table(self, max_bucket: int = 12) -> Dict[str, Any]:
+    """P(enlarge) of each side's final policy on a (frequency, size) grid.
+
+    Returns:
+      `{side: {'frequency': [1, 2, 4, ...], 'probability': [[p per size
+      index] per frequency]}}`; empty for methods without a policy.
+    """
+    table = {}
+    frequencies = [2**b for b in range(max_bucket + 1)]
+    n = len(self.sizes)
+    f = tf.constant(np.repeat(frequencies, n), tf.int32)
+    s = tf.constant(np.tile(np.arange(n), len(frequencies)), tf.int32)
+    for side, agent in self.agents.items():
+      dist = agent.collect_policy.distribution(
+          agent_lib.first_time_step({'frequency': f, 'size_index': s})).action
+      p = dist.probs_parameter().numpy()[:, agent_lib.ENLARGE]
+      table[side] = {'frequency': frequencies,
+                     'probability': np.round(p.reshape(-1, n), 4).tolist()}
+    return table
+
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,
              'core': self.core, 'step': self.step}
@@ -227,7 +278,8 @@ class Trainer:
 
 
 def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
-                   verbose: bool = True) -> Dict[str, Any]:
+                   verbose: bool = True,
+                   process_start: Optional[float] = None) -> Dict[str, Any]:
   """Trains and evaluates one configuration; writes the run's outputs.
 
   Writes, in `workdir`: `config.json` (first), TensorBoard event files under
@@ -239,6 +291,8 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
     cfg: the experiment.
     workdir: output folder (created if missing).
     verbose: print progress lines and the results table.
+    process_start: `time.perf_counter()` at process start, so that
+      `wall_seconds` covers imports too; now when None.
 
   Returns:
     The content of `results.json`.
@@ -247,7 +301,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
     errors.UserInputError: bad data or settings (nothing written then).
     TrainingError: a non-finite loss (the earlier run's files stay archived).
   """
-  wall_start = time.perf_counter()
+  wall_start = time.perf_counter() if process_start is None else process_start
   tf.keras.utils.set_random_seed(cfg.train.seed)
   d = cfg.data
   ratings = stream_lib.load_ratings(
@@ -297,6 +351,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
       'test': metrics['test'],
       'train': metrics['train'],
       'memory': trainer.memory(),
+      'policy_enlarge_probability': trainer.policy_table(),
       'num_users': s.num_users,
       'num_items': s.num_items,
       'train_examples_per_second': metrics['train_examples_per_second'],

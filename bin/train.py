@@ -1,0 +1,114 @@
+"""Trains ESAPN (or a baseline) on a MovieLens stream; see README.md.
+
+  python bin/train.py --flagfile=configs/ml-latest-small-binary.flags \
+      --data_dir=../shared/data/ml-latest-small.zip \
+      --workdir=runs/ml-latest-small-binary
+
+Kept short on purpose: flags -> `ExperimentConfig` -> `loop.run_experiment`.
+Bad input prints one line and exits with status 2.
+"""
+
+import os
+import sys
+import time
+
+_PROCESS_START = time.perf_counter()
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from esapn_tf import config as config_lib  # noqa: E402
+from esapn_tf import errors  # noqa: E402
+
+_D = config_lib.DataConfig()
+_M = config_lib.ModelConfig()
+_S = config_lib.SearchConfig()
+_T = config_lib.TrainConfig()
+
+flags.DEFINE_string('workdir', 'runs/default', 'Output folder of the run.')
+flags.DEFINE_string('dataset', _D.dataset,
+                    'synthetic or ' + ', '.join(config_lib.DATASETS[1:]) + '.')
+flags.DEFINE_string('data_dir', _D.data_dir,
+                    'GroupLens .zip or extracted folder (or TFDS data_dir).')
+flags.DEFINE_string('loader', _D.loader, 'grouplens (files) or tfds.')
+flags.DEFINE_integer('max_ratings', _D.max_ratings,
+                     'Keep the first N ratings in file order (0 = all).')
+flags.DEFINE_integer('synthetic_num_ratings', _D.synthetic_num_ratings,
+                     'Ratings generated for dataset=synthetic.')
+flags.DEFINE_string('order', _D.order, 'random (paper) or chronological.')
+flags.DEFINE_float('train_fraction', _D.train_fraction,
+                   'Share of the stream in the train part.')
+flags.DEFINE_string('task', _M.task, 'binary or multiclass.')
+flags.DEFINE_list('candidate_sizes', [str(d) for d in _M.candidate_sizes],
+                  'Strictly increasing embedding sizes (dimensions).')
+flags.DEFINE_integer('hidden_units', _M.hidden_units, 'MLP hidden width.')
+flags.DEFINE_float('learning_rate', _M.learning_rate, 'Recommender Adam lr.')
+flags.DEFINE_string('method', _S.method, 'esapn or fixed.')
+flags.DEFINE_integer('fixed_size', _S.fixed_size,
+                     'Size for method=fixed (0 = largest candidate).')
+flags.DEFINE_string("reward", _S.reward, "next_appearance (default) or tentative (DESIGN.md §3 as written).")
+flags.DEFINE_float('policy_learning_rate', _S.policy_learning_rate,
+                   'Policy Adam lr.')
+flags.DEFINE_integer('history_length', _S.history_length,
+                     'T: past losses averaged in the reward.')
+flags.DEFINE_bool('normalize_returns', _S.normalize_returns,
+                  'Standardise REINFORCE returns per batch.')
+flags.DEFINE_integer('batch_size', _T.batch_size, 'Examples per step.')
+flags.DEFINE_integer('seed', _T.seed, 'Seed of split, init and sampling.')
+flags.DEFINE_string('test_mode', _T.test_mode, 'prequential or frozen.')
+flags.DEFINE_bool('jit_compile', _T.jit_compile, 'Use XLA for the steps.')
+flags.DEFINE_integer('summary_every', _T.summary_every,
+                     'Steps between TensorBoard summaries.')
+flags.DEFINE_float('log_every_seconds', _T.log_every_seconds,
+                   'Seconds between progress lines.')
+FLAGS = flags.FLAGS
+
+
+def build_config() -> config_lib.ExperimentConfig:
+  """Turns the flags into a validated `ExperimentConfig`."""
+  try:
+    sizes = tuple(int(d) for d in FLAGS.candidate_sizes)
+  except ValueError as e:
+    raise errors.UserInputError(
+        f'--candidate_sizes={",".join(FLAGS.candidate_sizes)} is invalid: '
+        'give integers, e.g. 2,4,8,16,64,128.') from e
+  return config_lib.ExperimentConfig(
+      data=config_lib.DataConfig(
+          dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+          loader=FLAGS.loader, max_ratings=FLAGS.max_ratings,
+          synthetic_num_ratings=FLAGS.synthetic_num_ratings,
+          order=FLAGS.order, train_fraction=FLAGS.train_fraction),
+      model=config_lib.ModelConfig(
+          task=FLAGS.task, candidate_sizes=sizes,
+          hidden_units=FLAGS.hidden_units,
+          learning_rate=FLAGS.learning_rate),
+      search=config_lib.SearchConfig(
+          method=FLAGS.method, fixed_size=FLAGS.fixed_size,
+          reward=FLAGS.reward,
+          policy_learning_rate=FLAGS.policy_learning_rate,
+          history_length=FLAGS.history_length,
+          normalize_returns=FLAGS.normalize_returns),
+      train=config_lib.TrainConfig(
+          batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+          test_mode=FLAGS.test_mode, jit_compile=FLAGS.jit_compile,
+          summary_every=FLAGS.summary_every,
+          log_every_seconds=FLAGS.log_every_seconds))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    cfg = build_config()
+    from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
+    loop.run_experiment(cfg, FLAGS.workdir, process_start=_PROCESS_START)
+  except errors.UserInputError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
