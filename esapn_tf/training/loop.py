@@ -1,6 +1,8 @@
 """`run_experiment(config, workdir)`: the alternating ESAPN loop (DESIGN.md §3, §5).
 
-For each batch `t` of the train stream:
+For each batch `t` of the train stream, with `SearchConfig.reward`:
+
+* 'tentative' (DESIGN.md §3 as written):
   1. policy update on the previous batch `t-1`: each side's collect policy
      samples actions, the batch is scored under the tentative sizes without
      training the recommender, rewards `mean(last T losses) - L` are computed
@@ -8,6 +10,13 @@ For each batch `t` of the train stream:
   2. on batch `t`: the greedy policies pick actions, the chosen ids are
      enlarged (function-preserving), the recommender takes one Adam step and
      the loss histories are updated.
+* 'next_appearance' (default): on batch `t`, the collect policies sample one
+  action per id (at its last copy in the batch), the chosen ids are enlarged,
+  the recommender takes one Adam step; then the decisions that batch `t`'s
+  first copies resolve get their reward `mean(last T losses) - L`, `L` being
+  the loss at the id's next appearance before the recommender learned from
+  it, and each agent takes one REINFORCE step. (Why: search/environment.py.)
+
 Then the test stream is scored batch by batch before each batch is learned
 from (prequential, "test-then-train"; both the recommender and the policies
 keep learning), or only scored (`test_mode='frozen'`).
@@ -84,9 +93,18 @@ class Trainer:
             normalize_returns=cfg.search.normalize_returns,
             name=f'{side}_policy')
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    # One trace for every batch shape (the last batch of a part is smaller):
+    # tracing the TF-Agents graphs costs seconds, XLA then compiles per shape.
+    signature = [{
+        'user': tf.TensorSpec([None], tf.int32),
+        'item': tf.TensorSpec([None], tf.int32),
+        'label': tf.TensorSpec([None], tf.as_dtype(s.label.dtype)),
+        'user_frequency': tf.TensorSpec([None], tf.int32),
+        'item_frequency': tf.TensorSpec([None], tf.int32),
+    }]
     self.policy_update = tf.function(self._policy_update,
-                                     reduce_retracing=True)
-    self.learn = tf.function(self._learn, reduce_retracing=True)
+                                     input_signature=signature)
+    self.learn = tf.function(self._learn, input_signature=signature)
 
   # ------------------------------------------------------------ one step
   def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
@@ -228,6 +246,10 @@ class Trainer:
           progress.update(n, phase, {
               'loss': part[1] / max(part[0], 1),
               'accuracy': part[2] / max(part[0], 1)})
+        part = sums[phase]
+        progress.update(0, phase, {
+            'loss': part[1] / max(part[0], 1),
+            'accuracy': part[2] / max(part[0], 1)}, force=True)
         if phase == 'train':
           train_seconds = time.perf_counter() - phase_start
       writer.flush()

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -140,16 +140,26 @@ class Progress:
     self.start = time.perf_counter()
     self.last = self.start
     self.done = 0
+    self.last_done = 0
 
   def update(self, examples: int, phase: str, metrics: Dict[str, float],
              force: bool = False) -> None:
     self.done += int(examples)
     now = time.perf_counter()
+    if self.last_done == 0 and self.every < 1e9:
+      # The first step traces the graphs and compiles them with XLA: report
+      # it on its own and start measuring the rate after it.
+      print(f'[{phase}] first step took {now - self.start:.1f} s (tracing '
+            'and XLA compilation)', file=self.stream, flush=True)
+      self.last, self.last_done = now, self.done
+      return
     if not force and now - self.last < self.every:
       return
-    self.last = now
-    elapsed = max(now - self.start, 1e-9)
-    rate = self.done / elapsed
+    # The rate since the last line: the first steps include XLA compilation
+    # and would make a whole-run average (and its ETA) too pessimistic.
+    window = max(now - self.last, 1e-9)
+    rate = (self.done - self.last_done) / window
+    self.last, self.last_done = now, self.done
     eta = (self.total - self.done) / rate if rate > 0 else float('inf')
     shown = ' '.join(f'{k}={v:.4f}' for k, v in metrics.items())
     print(f'[{phase}] {self.done:,}/{self.total:,} examples '
@@ -188,6 +198,3 @@ def results_table(results: Dict[str, Any]) -> str:
                f"{results['train_examples_per_second']:,.0f} ex/s")
   return '\n'.join(lines)
 
-
-def existing(paths: Iterable[str]) -> List[str]:
-  return [p for p in paths if os.path.exists(p)]

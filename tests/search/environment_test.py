@@ -89,6 +89,50 @@ class SearchCoreTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(weights['user'], [1.0, 0.0])
     self.assertAllEqual(weights['item'], [1.0, 1.0])
 
+  def test_tentative_reward_ignores_action(self):
+    # DESIGN.md §2's function-preserving enlargement makes the tentative
+    # score of "enlarge" equal to that of "unchanged" (BUILD_NOTES.md).
+    core = _core()
+    batch = next(_batches(16))
+    batch = {k: tf.constant(v) for k, v in batch.items()}
+    core.model(batch, training=True)  # non-trivial BN statistics
+    for side, n in (('user', 6), ('item', 9)):
+      core._push_history(side, tf.range(n), tf.ones([n], tf.int32),
+                         tf.fill([n], 0.5))
+    zeros = tf.zeros([16], tf.int32)
+    ones = tf.ones([16], tf.int32)
+    r0, _ = core.rewards(batch, {'user': zeros, 'item': zeros})
+    r1, _ = core.rewards(batch, {'user': ones, 'item': ones})
+    self.assertAllClose(r0['user'], r1['user'], atol=1e-6)
+    # ... and the same holds for a real enlargement of every id.
+    before = core.model(batch, training=False)
+    core.model.user_embedding.enlarge(batch['user'])
+    core.model.item_embedding.enlarge(batch['item'])
+    self.assertAllClose(core.model(batch, training=False), before, atol=1e-5)
+
+  def test_pending_decisions_resolve_at_next_appearance(self):
+    # Batch 1: user 2 occurs twice (frequencies 1, 2); its decision is taken
+    # at the last copy. Batch 2: user 2's first copy resolves it with reward
+    # baseline - loss; user 5 had no decision, so weight 0.
+    core = _core()
+    ids = tf.constant([2, 2, 4])
+    freq = tf.constant([1, 2, 1])
+    first, last = core.occurrence_masks('user', ids, freq)
+    self.assertAllEqual(first, [True, False, True])
+    self.assertAllEqual(last, [False, True, True])
+    observation = {'frequency': freq, 'size_index': tf.constant([0, 0, 0])}
+    core.record_decisions('user', ids, observation, tf.constant([0, 1, 0]),
+                          last)
+    batch = {'user': tf.constant([2, 5, 2]),
+             'user_frequency': tf.constant([3, 1, 4])}
+    obs, action, reward, weight = core.pending_experience(
+        'user', batch, losses=tf.constant([0.2, 0.3, 0.4]),
+        baseline=tf.constant([0.5, 0.0, 0.5]))
+    self.assertAllEqual(weight, [1.0, 0.0, 0.0])
+    self.assertAllEqual(action[:1], [1])
+    self.assertAllEqual(obs['frequency'][:1], [2])
+    self.assertAllClose(reward, [0.3, 0.0, 0.0])
+
   def test_train_step_records_losses_and_enlarges(self):
     core = _core(jit_compile=True)
     batch = {'user': tf.constant([0, 0, 3]), 'item': tf.constant([1, 2, 1]),
