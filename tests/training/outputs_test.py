@@ -1,0 +1,233 @@
+"""Tests for esapn_tf.training.outputs: files, memory table, buckets, text."""
+
+import io
+import json
+import os
+import tempfile
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from esapn_tf.training import outputs
+
+
+class MemoryTableTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_known_answer(self):
+    # Four ids at sizes (2, 2, 4, 8): total 2 + 2 + 4 + 8 = 16 dims;
+    # FIXED-8 needs 4 * 8 = 32 dims; ratio 16 / 32 = 0.5.
+    table = outputs.memory_table(np.array([0, 0, 1, 2]), (2, 4, 8), 8)
+    self.assertEqual(table, {
+        'counts': {'2': 2, '4': 1, '8': 1},
+        'total_dims': 16,
+        'fixed_dims': 32,
+        'ratio': 0.5,
+    })
+
+  def test_unused_sizes_are_listed_with_zero_count(self):
+    # Three ids all at size 4 of (2, 4, 8, 16): 12 of 3 * 16 = 48 dims.
+    table = outputs.memory_table(np.array([1, 1, 1]), (2, 4, 8, 16), 16)
+    self.assertEqual(table['counts'], {'2': 0, '4': 3, '8': 0, '16': 0})
+    self.assertEqual(table['total_dims'], 12)
+    self.assertEqual(table['fixed_dims'], 48)
+    self.assertEqual(table['ratio'], 0.25)
+
+  @parameterized.named_parameters(
+      dict(testcase_name='largest', size=8, ratio=1.0),
+      dict(testcase_name='smallest', size=2, ratio=0.25))
+  def test_single_size_as_fixed_baseline(self, size, ratio):
+    # method=fixed: one candidate, every id at index 0.
+    table = outputs.memory_table(np.zeros([5], np.int32), (size,), 8)
+    self.assertEqual(table['counts'], {str(size): 5})
+    self.assertEqual(table['total_dims'], 5 * size)
+    self.assertEqual(table['fixed_dims'], 40)
+    self.assertEqual(table['ratio'], ratio)
+
+  def test_no_ids(self):
+    table = outputs.memory_table(np.zeros([0], np.int64), (2, 4), 4)
+    self.assertEqual(table['counts'], {'2': 0, '4': 0})
+    self.assertEqual(table['fixed_dims'], 0)
+    self.assertEqual(table['ratio'], 0.0)
+
+
+class AtomicWriteTest(tf.test.TestCase):
+
+  def test_json_round_trip_and_no_temporary_left(self):
+    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+    path = os.path.join(folder, 'results.json')
+    outputs.atomic_write_json(path, {'b': [1, 2], 'a': 0.5})
+    outputs.atomic_write_json(path, {'c': 'second'})  # Overwrites in place.
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+    self.assertEqual(json.loads(text), {'c': 'second'})
+    self.assertTrue(text.endswith('\n'))
+    self.assertEqual(os.listdir(folder), ['results.json'])
+
+  def test_text(self):
+    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+    path = os.path.join(folder, 'a.csv')
+    outputs.atomic_write_text(path, 'x,y\n1,2\n')
+    with open(path, encoding='utf-8') as f:
+      self.assertEqual(f.read(), 'x,y\n1,2\n')
+    self.assertEqual(os.listdir(folder), ['a.csv'])
+
+
+class ArchivePreviousRunTest(tf.test.TestCase):
+
+  def _fill(self, workdir, tag):
+    """Writes every run output (files and folders) holding `tag`."""
+    for name in ('config.json', 'results.json', 'per_frequency.csv'):
+      with open(os.path.join(workdir, name), 'w') as f:
+        f.write(f'{name} {tag}')
+    for folder in ('checkpoints', 'events'):
+      os.makedirs(os.path.join(workdir, folder))
+      with open(os.path.join(workdir, folder, 'inside'), 'w') as f:
+        f.write(tag)
+
+  def test_moves_only_run_outputs(self):
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    self._fill(workdir, 'first')
+    with open(os.path.join(workdir, 'notes.txt'), 'w') as f:
+      f.write('mine')
+    archive = outputs.archive_previous_run(workdir)
+    self.assertEqual(os.path.dirname(archive),
+                     os.path.join(workdir, 'previous'))
+    self.assertRegex(os.path.basename(archive), r'^\d{8}T\d{6}Z(-\d+)?$')
+    self.assertCountEqual(os.listdir(workdir), ['notes.txt', 'previous'])
+    self.assertCountEqual(os.listdir(archive), outputs.RUN_OUTPUTS)
+    with open(os.path.join(archive, 'results.json')) as f:
+      self.assertEqual(f.read(), 'results.json first')
+    with open(os.path.join(archive, 'events', 'inside')) as f:
+      self.assertEqual(f.read(), 'first')
+    with open(os.path.join(workdir, 'notes.txt')) as f:
+      self.assertEqual(f.read(), 'mine')
+
+  def test_nothing_to_archive(self):
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    with open(os.path.join(workdir, 'notes.txt'), 'w') as f:
+      f.write('mine')
+    self.assertEqual(outputs.archive_previous_run(workdir), '')
+    self.assertEqual(os.listdir(workdir), ['notes.txt'])
+
+  def test_partial_run_is_archived(self):
+    # A failed run leaves config.json and events/ only.
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write('{}')
+    os.makedirs(os.path.join(workdir, 'events'))
+    archive = outputs.archive_previous_run(workdir)
+    self.assertCountEqual(os.listdir(archive), ['config.json', 'events'])
+    self.assertEqual(os.listdir(workdir), ['previous'])
+
+  def test_two_archives_in_a_row_do_not_collide(self):
+    # Usually within the same second: the second archive gets a suffix.
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    self._fill(workdir, 'first')
+    first = outputs.archive_previous_run(workdir)
+    self._fill(workdir, 'second')
+    second = outputs.archive_previous_run(workdir)
+    self.assertNotEqual(first, second)
+    for archive, tag in ((first, 'first'), (second, 'second')):
+      with open(os.path.join(archive, 'results.json')) as f:
+        self.assertEqual(f.read(), f'results.json {tag}')
+    self.assertLen(os.listdir(os.path.join(workdir, 'previous')), 2)
+
+
+class FrequencyBucketsTest(tf.test.TestCase):
+
+  def test_known_answer(self):
+    # Frequencies 1, 2, 3, 4 -> floor(log2 f) = buckets 0, 1, 1, 2.
+    # Bucket 0: loss 0.1, accuracy 1.
+    # Bucket 1: loss (0.2 + 0.4) / 2 = 0.3, accuracy (0 + 1) / 2 = 0.5.
+    # Bucket 2: loss 0.8, accuracy 1.
+    buckets = outputs.FrequencyBuckets(num_buckets=8)
+    buckets.add('user', np.array([1, 2, 3, 4]),
+                np.array([0.1, 0.2, 0.4, 0.8]), np.array([1.0, 0.0, 1.0, 1.0]))
+    rows = buckets.rows()
+    self.assertEqual([(r['side'], r['bucket']) for r in rows],
+                     [('user', 0), ('user', 1), ('user', 2)])
+    self.assertEqual([r['examples'] for r in rows], [1, 2, 1])
+    self.assertEqual([(r['frequency_min'], r['frequency_max']) for r in rows],
+                     [(1, 1), (2, 3), (4, 7)])
+    self.assertAllClose([r['loss'] for r in rows], [0.1, 0.3, 0.8])
+    self.assertAllClose([r['accuracy'] for r in rows], [1.0, 0.5, 1.0])
+
+  def test_batches_accumulate_and_sides_are_separate(self):
+    buckets = outputs.FrequencyBuckets(num_buckets=4)
+    buckets.add('item', np.array([2]), np.array([1.0]), np.array([0.0]))
+    buckets.add('item', np.array([3]), np.array([3.0]), np.array([1.0]))
+    buckets.add('user', np.array([1]), np.array([5.0]), np.array([1.0]))
+    rows = {(r['side'], r['bucket']): r for r in buckets.rows()}
+    self.assertCountEqual(rows, [('item', 1), ('user', 0)])
+    self.assertEqual(rows['item', 1]['examples'], 2)
+    self.assertAllClose(rows['item', 1]['loss'], 2.0)
+    self.assertAllClose(rows['item', 1]['accuracy'], 0.5)
+    self.assertAllClose(rows['user', 0]['loss'], 5.0)
+
+  def test_clamped_to_last_bucket_and_zero_is_first_sight(self):
+    # 1000 -> floor(log2) = 9, clamped to bucket 2 of 3; 0 counts as 1.
+    buckets = outputs.FrequencyBuckets(num_buckets=3)
+    buckets.add('user', np.array([1000, 0]), np.array([0.5, 0.25]),
+                np.array([1.0, 0.0]))
+    self.assertEqual([(r['bucket'], r['examples']) for r in buckets.rows()],
+                     [(0, 1), (2, 1)])
+
+  def test_csv(self):
+    buckets = outputs.FrequencyBuckets(num_buckets=4)
+    buckets.add('user', np.array([1, 1]), np.array([0.25, 0.75]),
+                np.array([1.0, 0.0]))
+    buckets.add('item', np.array([5]), np.array([0.125]), np.array([1.0]))
+    self.assertEqual(
+        buckets.to_csv(),
+        'side,bucket,frequency_min,frequency_max,examples,accuracy,loss\n'
+        'user,0,1,1,2,0.500000,0.500000\n'
+        'item,2,4,7,1,1.000000,0.125000\n')
+
+  def test_empty_csv_has_header_only(self):
+    self.assertEqual(
+        outputs.FrequencyBuckets().to_csv(),
+        'side,bucket,frequency_min,frequency_max,examples,accuracy,loss\n')
+
+
+class TextTest(tf.test.TestCase):
+
+  def test_results_table_contains_the_numbers(self):
+    results = {
+        'method': 'esapn', 'task': 'binary', 'dataset': 'synthetic-3000',
+        'order': 'random',
+        'train': {'examples': 2400, 'accuracy': 0.61234, 'loss': 0.2468},
+        'test': {'examples': 600, 'accuracy': 0.65432, 'loss': 0.2222},
+        'memory': {
+            'user': {'counts': {'2': 2, '4': 1, '8': 1}, 'total_dims': 16,
+                     'fixed_dims': 32, 'ratio': 0.5},
+            'item': {'counts': {'2': 0, '4': 0, '8': 1500},
+                     'total_dims': 12000, 'fixed_dims': 12000, 'ratio': 1.0},
+        },
+        'wall_seconds': 12.34, 'train_examples_per_second': 4321.0,
+    }
+    table = outputs.results_table(results)
+    for text in ('method=esapn', 'task=binary', 'dataset=synthetic-3000',
+                 'accuracy', '2,400', '0.6123', '0.2468', '0.6543', '0.2222',
+                 'ratio 0.5000', '16 / 32', '2:2 4:1 8:1', 'ratio 1.0000',
+                 '12,000 / 12,000', '8:1500', '12.3 s', '4,321 ex/s'):
+      self.assertIn(text, table)
+    test_line = [line for line in table.splitlines()
+                 if line.startswith('test')]
+    self.assertLen(test_line, 1)
+    self.assertIn('0.6543', test_line[0])
+
+  def test_progress_prints_when_due(self):
+    out = io.StringIO()
+    progress = outputs.Progress(200, every_seconds=1e9, stream=out)
+    progress.update(50, 'train', {'accuracy': 0.5})
+    self.assertEqual(out.getvalue(), '')  # Not due yet.
+    progress.update(50, 'train', {'accuracy': 0.75}, force=True)
+    line = out.getvalue()
+    self.assertIn('[train] 100/200 examples (50.0%)', line)
+    self.assertIn('accuracy=0.7500', line)
+    self.assertIn('ETA', line)
+
+
+if __name__ == '__main__':
+  tf.test.main()
