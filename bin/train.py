@@ -101,13 +101,16 @@ def build_config() -> config_lib.ExperimentConfig:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()
-    from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
     loop.run_experiment(cfg, FLAGS.workdir, process_start=_PROCESS_START)
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except loop.TrainingError as e:
+    print(f'error: training stopped: {e}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -337,11 +337,11 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         f'train_fraction={d.train_fraction}); use more data')
   try:
     os.makedirs(workdir, exist_ok=True)
+    archived = outputs.archive_previous_run(workdir)
   except OSError as e:
     raise errors.UserInputError(
-        f'cannot create workdir {workdir!r}: {e.strerror}; '
-        'pass a writable --workdir') from e
-  archived = outputs.archive_previous_run(workdir)
+        f'cannot prepare workdir {workdir!r} ({e.strerror}: '
+        f'{e.filename}); pass a writable --workdir') from e
   if archived and verbose:
     print(f'Moved the earlier run in {workdir} to {archived}', flush=True)
   outputs.atomic_write_text(os.path.join(workdir, 'config.json'),
