@@ -12,17 +12,18 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from esapn_tf import config
 from esapn_tf import errors
 from esapn_tf.data import movielens
 from esapn_tf.data import ratings
 from esapn_tf.data import synthetic
 
-TASKS = ('binary', 'multiclass')
-ORDERS = ('random', 'chronological')
-GROUPLENS_DATASETS = ('ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
-                      'ml-latest-small')
-DATASETS = ('synthetic',) + GROUPLENS_DATASETS
-LOADERS = ('grouplens', 'tfds')
+# The valid names are defined once, in config.py.
+TASKS = config.TASKS
+ORDERS = config.ORDERS
+DATASETS = config.DATASETS
+GROUPLENS_DATASETS = tuple(d for d in DATASETS if d != 'synthetic')
+LOADERS = config.LOADERS
 # Ids up to this multiple of the row count are mapped with a lookup table
 # (linear time); larger ids fall back to np.unique (a sort).
 _DENSE_ID_FACTOR = 8
