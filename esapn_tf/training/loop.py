@@ -93,6 +93,12 @@ class Trainer:
             normalize_returns=cfg.search.normalize_returns,
             name=f'{side}_policy')
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    # Raw MovieLens id of each row, so that a checkpoint alone can serve raw
+    # ids (export); int64 [num_users] and [num_items], ascending.
+    self.vocab = {
+        'user': tf.Variable(s.user_vocab, trainable=False, name='user_vocab'),
+        'item': tf.Variable(s.item_vocab, trainable=False, name='item_vocab'),
+    }
     # One trace for every batch shape (the last batch of a part is smaller):
     # tracing the TF-Agents graphs costs seconds, XLA then compiles per shape.
     signature = [{
@@ -293,7 +299,9 @@ class Trainer:
 
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,
-             'core': self.core, 'step': self.step}
+             'core': self.core, 'step': self.step,
+             'user_vocab': self.vocab['user'],
+             'item_vocab': self.vocab['item']}
     for side, agent in self.agents.items():
       parts[f'{side}_policy'] = agent
     return tf.train.Checkpoint(**parts)
