@@ -37,6 +37,7 @@ from esapn_tf.data import stream as stream_lib
 from esapn_tf.models import recommender
 from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import environment
+from esapn_tf.training import lazy_adam
 from esapn_tf.training import outputs
 
 SIDES = environment.SIDES
@@ -78,7 +79,8 @@ class Trainer:
         hidden_units=cfg.model.hidden_units,
         batch_norm_momentum=cfg.model.batch_norm_momentum)
     self.model.build_all()
-    self.optimizer = tf.keras.optimizers.Adam(cfg.model.learning_rate)
+    self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
+                                        cfg.model.learning_rate)
     self.core = environment.SearchCore(
         self.model, self.optimizer, cfg.search.history_length,
         jit_compile=cfg.train.jit_compile)

@@ -1,0 +1,123 @@
+"""Adam for embedding tables that updates only the rows a batch touches.
+
+Keras' Adam applies a sparse (`tf.IndexedSlices`) gradient densely: it decays
+the moments of *every* row and moves every row each step, so a step costs
+time proportional to the whole table (all candidate sizes of every id). This
+is the "lazy" Adam of TensorFlow Addons' `LazyAdam` (and of TF's
+`tf.compat.v1.train.AdamOptimizer` with sparse updates in many recommender
+code bases): the moments and values of a row change only when the row has a
+gradient in the batch, so a step costs time proportional to the batch. Rows
+that a batch touches get exactly Adam's update (Kingma and Ba, 2015, Alg. 1,
+with Keras' epsilon placement).
+
+TensorFlow Addons is no longer maintained and does not support TF 2.21, so the
+update is written here; it is XLA friendly (static shapes, no `tf.unique`).
+"""
+
+from typing import Iterable, List, Sequence, Tuple
+
+import tensorflow as tf
+
+
+def sum_duplicate_rows(indices: tf.Tensor, values: tf.Tensor
+                       ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Sums the rows of a sparse gradient that share an index.
+
+  Static shapes throughout (XLA): the output keeps `k` slots, the first
+  `num_unique` holding the distinct indices in ascending order.
+
+  Args:
+    indices: int `[k]` row indices, possibly repeated.
+    values: float32 `[k, d]` gradient rows.
+
+  Returns:
+    (unique int `[k]`, 0 in unused slots; summed float32 `[k, d]`, 0 in
+     unused slots; valid bool `[k]`, True for the used slots).
+  """
+  k = tf.shape(indices)[0]
+  order = tf.argsort(indices, stable=True)
+  sorted_ids = tf.gather(indices, order)
+  sorted_values = tf.gather(values, order)
+  is_new = tf.concat(
+      [tf.ones([1], tf.bool), sorted_ids[1:] != sorted_ids[:-1]], 0)
+  segment = tf.cumsum(tf.cast(is_new, tf.int32)) - 1
+  summed = tf.math.unsorted_segment_sum(sorted_values, segment, k)
+  num_unique = tf.reduce_sum(tf.cast(is_new, tf.int32))
+  valid = tf.range(k) < num_unique
+  unique = tf.math.unsorted_segment_max(sorted_ids, segment, k)
+  unique = tf.where(valid, unique, tf.zeros_like(unique))
+  return unique, summed, valid
+
+
+class LazyAdam(tf.Module):
+  """Adam with row-sparse updates for `tf.IndexedSlices` gradients.
+
+  Dense gradients get the ordinary (dense) Adam update, so the optimizer can
+  take any mix of variables. Moments are float32 slots shaped like each
+  variable; `iterations` counts `apply_gradients` calls (for the bias
+  correction).
+  """
+
+  def __init__(self, variables: Sequence[tf.Variable],
+               learning_rate: float = 1e-3, beta_1: float = 0.9,
+               beta_2: float = 0.999, epsilon: float = 1e-7,
+               name: str = 'lazy_adam'):
+    """Creates the slots for `variables` (the only variables it updates).
+
+    Args:
+      variables: the variables this optimizer will update.
+      learning_rate: Adam's step size.
+      beta_1: decay of the first moment.
+      beta_2: decay of the second moment.
+      epsilon: added to the square root of the second moment.
+      name: module name.
+    """
+    super().__init__(name=name)
+    self.learning_rate = float(learning_rate)
+    self.beta_1 = float(beta_1)
+    self.beta_2 = float(beta_2)
+    self.epsilon = float(epsilon)
+    self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                  name='iterations')
+    self._slot_index = {}  # id(variable) -> position in self.m and self.v
+    self.m: List[tf.Variable] = []
+    self.v: List[tf.Variable] = []
+    for var in variables:
+      base = var.name.split(':')[0].replace('/', '_')
+      m = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_m')
+      v = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_v')
+      self.m.append(m)
+      self.v.append(v)
+      self._slot_index[id(var)] = len(self.m) - 1
+
+  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor,
+                                                          tf.Variable]]):
+    """Applies one Adam step; sparse gradients touch only their rows."""
+    self.iterations.assign_add(1)
+    t = tf.cast(self.iterations, tf.float32)
+    lr = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) /
+          (1.0 - tf.pow(self.beta_1, t)))
+    b1, b2 = self.beta_1, self.beta_2
+    for grad, var in grads_and_vars:
+      if grad is None:
+        continue
+      i = self._slot_index[id(var)]
+      m, v = self.m[i], self.v[i]
+      if isinstance(grad, tf.IndexedSlices):
+        rows, g, valid = sum_duplicate_rows(grad.indices, grad.values)
+        mask = tf.cast(tf.expand_dims(valid, -1), g.dtype)
+        m_rows = tf.gather(m, rows)
+        v_rows = tf.gather(v, rows)
+        rows = tf.expand_dims(rows, -1)
+        m_new = b1 * m_rows + (1.0 - b1) * g
+        v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
+        # Additive scatters: unused slots (mask 0) add nothing, so their
+        # placeholder row index cannot clash with a real row.
+        m.scatter_nd_add(rows, mask * (m_new - m_rows))
+        v.scatter_nd_add(rows, mask * (v_new - v_rows))
+        var.scatter_nd_add(
+            rows, -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
+      else:
+        m.assign(b1 * m + (1.0 - b1) * grad)
+        v.assign(b2 * v + (1.0 - b2) * tf.square(grad))
+        var.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
