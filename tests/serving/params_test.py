@@ -1,0 +1,73 @@
+"""Known answers for esapn_tf.serving.params: the compact serving layout."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from esapn_tf.layers import embedding
+from esapn_tf.serving import params
+
+
+def _side_layer(sizes, num_ids, size_index, seed=0):
+  """A built MultiSizeEmbedding with random weights and given sizes."""
+  layer = embedding.MultiSizeEmbedding(num_ids, sizes)
+  layer.build((None,))
+  rng = np.random.default_rng(seed)
+  for w in layer.trainable_weights:
+    w.assign(rng.normal(size=w.shape).astype(np.float32))
+  bn = layer.batch_norm
+  bn.moving_mean.assign(rng.normal(size=bn.moving_mean.shape))
+  bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+  layer.size_index.assign(np.asarray(size_index, np.int32))
+  return layer
+
+
+class SideParamsTest(tf.test.TestCase, parameterized.TestCase):
+  """Which rows are kept, their codes, the BN folding, the fallback."""
+
+  def test_tables_hold_only_live_rows(self):
+    # Sizes (2, 4, 8); ids 10, 20, 30, 40 at size indices 0, 2, 2, 1:
+    # table_2 holds id 10, table_4 id 40, table_8 ids 20 and 30 (row order).
+    layer = _side_layer((2, 4, 8), 4, [0, 2, 2, 1])
+    layer.batch_norm.gamma.assign([2.0] * 8)
+    layer.batch_norm.beta.assign([1.0] * 8)
+    layer.batch_norm.moving_mean.assign([0.5] * 8)
+    layer.batch_norm.moving_variance.assign([3.0] * 8)
+    p = params.side_params(layer, np.array([10, 20, 30, 40]))
+    self.assertEqual([t.shape for t in p.tables], [(1, 2), (1, 4), (2, 8)])
+    self.assertAllEqual(p.codes, [0, (2 << 32) | 0, (2 << 32) | 1,
+                                  (1 << 32) | 0])
+    self.assertEqual(p.live_dims, 2 + 4 + 16)
+    self.assertAllEqual(p.tables[0], layer.tables[0].numpy()[[0]])
+    self.assertAllEqual(p.tables[1], layer.tables[1].numpy()[[3]])
+    # BN folded into the largest table and the last lift: x * s + t with
+    # s = 2 / sqrt(3 + 0.001) = 1.15450..., t = 1 - 0.5 * s = 0.42274...
+    s, t = 2.0 / np.sqrt(3.001), 1.0 - 0.5 * 2.0 / np.sqrt(3.001)
+    self.assertAllClose(p.tables[2], layer.tables[2].numpy()[[1, 2]] * s + t)
+    self.assertAllClose(p.lift_kernels[1], layer.lift_kernels[1].numpy() * s)
+    self.assertAllClose(p.lift_biases[1],
+                        layer.lift_biases[1].numpy() * s + t)
+    self.assertAllEqual(p.lift_kernels[0], layer.lift_kernels[0].numpy())
+
+  def test_unknown_embedding_is_the_mean_id(self):
+    # Sizes (2, 4); id 0 at size 2 with row [1, 1] and W = 0.5 everywhere,
+    # b = 0: lifted [1, 1, 1, 1]; id 1 at size 4 with row [3, 3, 3, 3].
+    # Mean [2, 2, 2, 2]; BN at its initial statistics divides by
+    # sqrt(1 + 0.001): fallback = tanh(2 / 1.0005) = 0.96393...
+    layer = embedding.MultiSizeEmbedding(2, (2, 4))
+    layer.build((None,))
+    layer.tables[0].assign([[1.0, 1.0], [9.0, 9.0]])
+    layer.tables[1].assign([[9.0] * 4, [3.0] * 4])
+    layer.lift_kernels[0].assign(np.full((2, 4), 0.5, np.float32))
+    layer.size_index.assign([0, 1])
+    p = params.side_params(layer, np.array([7, 8]))
+    self.assertAllClose(p.unknown_embedding, [np.tanh(2 / np.sqrt(1.001))] * 4)
+
+  def test_rejects_a_vocab_with_duplicates(self):
+    layer = _side_layer((2, 4), 3, [0, 1, 0])
+    with self.assertRaisesRegex(ValueError, 'unique'):
+      params.side_params(layer, np.array([1, 1, 2]))
+
+
+if __name__ == '__main__':
+  tf.test.main()
