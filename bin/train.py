@@ -29,6 +29,9 @@ _S = config_lib.SearchConfig()
 _T = config_lib.TrainConfig()
 
 flags.DEFINE_string('workdir', 'runs/default', 'Output folder of the run.')
+flags.DEFINE_string('export_dir', '',
+                    'If set, export the trained model for TF Serving to '
+                    '<export_dir>/<next version>/ (as bin/export.py does).')
 flags.DEFINE_string('dataset', _D.dataset,
                     'synthetic or ' + ', '.join(config_lib.DATASETS[1:]) + '.')
 flags.DEFINE_string('data_dir', _D.data_dir,
@@ -104,7 +107,13 @@ def main(argv):
   from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()
+    if FLAGS.export_dir:  # checked before training, not after
+      from esapn_tf.serving import export  # pylint: disable=g-import-not-at-top
+      export.check_export_dir(FLAGS.export_dir)
     loop.run_experiment(cfg, FLAGS.workdir, process_start=_PROCESS_START)
+    if FLAGS.export_dir:
+      print(export.summary_text(
+          export.export_run(FLAGS.workdir, FLAGS.export_dir)), flush=True)
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
