@@ -52,7 +52,9 @@ flags.DEFINE_float('learning_rate', _M.learning_rate, 'Recommender Adam lr.')
 flags.DEFINE_string('method', _S.method, 'esapn or fixed.')
 flags.DEFINE_integer('fixed_size', _S.fixed_size,
                      'Size for method=fixed (0 = largest candidate).')
-flags.DEFINE_string("reward", _S.reward, "next_appearance (default) or tentative (DESIGN.md §3 as written).")
+flags.DEFINE_string('reward', _S.reward,
+                    'next_appearance (default) or tentative (DESIGN.md §3 '
+                    'as written); see BUILD_NOTES.md.')
 flags.DEFINE_float('policy_learning_rate', _S.policy_learning_rate,
                    'Policy Adam lr.')
 flags.DEFINE_integer('history_length', _S.history_length,

@@ -146,6 +146,18 @@ class ExperimentConfig:
       _fail('fixed_size', self.search.fixed_size,
             f'use 0 or one of the candidate sizes {sizes}')
 
+  @property
+  def embedding_sizes(self) -> Tuple[int, ...]:
+    """The sizes the model's tables are built with (dimensions).
+
+    ESAPN: every candidate size; FIXED: the one size `fixed_size` (0 = the
+    largest candidate).
+    """
+    sizes = self.model.candidate_sizes
+    if self.search.method != 'esapn':
+      sizes = (self.search.fixed_size or sizes[-1],)
+    return sizes
+
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
 

@@ -135,14 +135,6 @@ class RestoredRun:
             for side in SIDES}
 
 
-def trained_sizes(cfg: config_lib.ExperimentConfig) -> Tuple[int, ...]:
-  """The candidate sizes the run's model was built with (as `loop.Trainer`)."""
-  sizes = tuple(cfg.model.candidate_sizes)
-  if cfg.search.method != 'esapn':
-    sizes = (cfg.search.fixed_size or sizes[-1],)
-  return sizes
-
-
 def restore_run(workdir: str) -> RestoredRun:
   """Rebuilds the model of a finished run from `workdir`.
 
@@ -179,7 +171,7 @@ def restore_run(workdir: str) -> RestoredRun:
           'by an older version); train the run again to export it')
     vocab[side] = np.asarray(reader.get_tensor(key), np.int64)
   model = recommender.Recommender(
-      len(vocab['user']), len(vocab['item']), trained_sizes(cfg),
+      len(vocab['user']), len(vocab['item']), cfg.embedding_sizes,
       task=cfg.model.task, hidden_units=cfg.model.hidden_units,
       batch_norm_momentum=cfg.model.batch_norm_momentum)
   model.build_all()

@@ -140,7 +140,7 @@ def build_report(run: params_lib.RestoredRun, export_dir: str,
           '%Y-%m-%dT%H:%M:%SZ'),
       'method': run.config.search.method,
       'task': run.config.model.task,
-      'candidate_sizes': list(params_lib.trained_sizes(run.config)),
+      'candidate_sizes': list(run.config.embedding_sizes),
       'reference_size': ref,
       'unknown_id_fallback': (
           'tanh(BN(mean over the side\'s known ids of the lifted, pre-BN '

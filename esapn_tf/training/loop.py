@@ -68,12 +68,9 @@ class Trainer:
                s: stream_lib.Stream):
     self.cfg = cfg
     self.stream = s
-    sizes = cfg.model.candidate_sizes
     self.search = cfg.search.method == 'esapn'
     self.next_appearance = cfg.search.reward == 'next_appearance'
-    if not self.search:
-      sizes = (cfg.search.fixed_size or sizes[-1],)
-    self.sizes = sizes
+    self.sizes = sizes = cfg.embedding_sizes
     self.model = recommender.Recommender(
         s.num_users, s.num_items, sizes, task=cfg.model.task,
         hidden_units=cfg.model.hidden_units,
@@ -363,8 +360,8 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
 
   trainer = Trainer(cfg, s)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'events'))
-  progress = outputs.Progress(
-      s.num_examples, cfg.train.log_every_seconds if verbose else 1e12)
+  progress = outputs.Progress(s.num_examples, cfg.train.log_every_seconds,
+                              enabled=verbose)
   metrics = trainer.run(writer, progress)
 
   manager = tf.train.CheckpointManager(

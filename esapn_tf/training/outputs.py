@@ -133,7 +133,8 @@ class Progress:
   """Prints `phase done/total examples, examples/s, ETA, metrics` lines."""
 
   def __init__(self, total_examples: int, every_seconds: float = 10.0,
-               stream=None):
+               stream=None, enabled: bool = True):
+    self.enabled = enabled
     self.total = int(total_examples)
     self.every = float(every_seconds)
     self.stream = stream or sys.stdout
@@ -145,8 +146,10 @@ class Progress:
   def update(self, examples: int, phase: str, metrics: Dict[str, float],
              force: bool = False) -> None:
     self.done += int(examples)
+    if not self.enabled:
+      return
     now = time.perf_counter()
-    if self.last_done == 0 and self.every < 1e9:
+    if self.last_done == 0:
       # The first step traces the graphs and compiles them with XLA: report
       # it on its own and start measuring the rate after it.
       print(f'[{phase}] first step took {now - self.start:.1f} s (tracing '

@@ -221,12 +221,22 @@ class TextTest(tf.test.TestCase):
     out = io.StringIO()
     progress = outputs.Progress(200, every_seconds=1e9, stream=out)
     progress.update(50, 'train', {'accuracy': 0.5})
-    self.assertEqual(out.getvalue(), '')  # Not due yet.
-    progress.update(50, 'train', {'accuracy': 0.75}, force=True)
-    line = out.getvalue()
+    first = out.getvalue()
+    self.assertIn('[train] first step took', first)  # compilation, alone
+    progress.update(25, 'train', {'accuracy': 0.5})
+    self.assertEqual(out.getvalue(), first)  # Not due yet.
+    progress.update(25, 'train', {'accuracy': 0.75}, force=True)
+    line = out.getvalue()[len(first):]
     self.assertIn('[train] 100/200 examples (50.0%)', line)
     self.assertIn('accuracy=0.7500', line)
     self.assertIn('ETA', line)
+
+  def test_progress_disabled_prints_nothing(self):
+    out = io.StringIO()
+    progress = outputs.Progress(10, stream=out, enabled=False)
+    progress.update(5, 'train', {})
+    progress.update(5, 'test', {}, force=True)
+    self.assertEqual(out.getvalue(), '')
 
 
 if __name__ == '__main__':
