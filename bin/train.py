@@ -14,7 +14,7 @@ import time
 
 _PROCESS_START = time.perf_counter()
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
@@ -37,6 +37,9 @@ flags.DEFINE_string('dataset', _D.dataset,
 flags.DEFINE_string('data_dir', _D.data_dir,
                     'GroupLens .zip or extracted folder (or TFDS data_dir).')
 flags.DEFINE_string('loader', _D.loader, 'grouplens (files) or tfds.')
+flags.DEFINE_bool('tfds_download', _D.tfds_download,
+                  'With --loader=tfds: let TFDS download and prepare a '
+                  'missing dataset (needs internet).')
 flags.DEFINE_integer('max_ratings', _D.max_ratings,
                      'Keep the first N ratings in file order (0 = all).')
 flags.DEFINE_integer('synthetic_num_ratings', _D.synthetic_num_ratings,
@@ -83,7 +86,8 @@ def build_config() -> config_lib.ExperimentConfig:
   return config_lib.ExperimentConfig(
       data=config_lib.DataConfig(
           dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-          loader=FLAGS.loader, max_ratings=FLAGS.max_ratings,
+          loader=FLAGS.loader, tfds_download=FLAGS.tfds_download,
+          max_ratings=FLAGS.max_ratings,
           synthetic_num_ratings=FLAGS.synthetic_num_ratings,
           order=FLAGS.order, train_fraction=FLAGS.train_fraction),
       model=config_lib.ModelConfig(
@@ -122,7 +126,21 @@ def main(argv):
   except loop.TrainingError as e:
     print(f'error: training stopped: {e}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print(f'error: interrupted; the run in {FLAGS.workdir} is incomplete (it '
+          'has no results.json). Run the same command again to start over.',
+          file=sys.stderr)
+    sys.exit(130)
+
+
+def parse_flags(argv):
+  """absl flag parsing, with one `error:` line and exit 2 on bad flags."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}; see --helpfull', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -47,17 +47,19 @@ class DataConfig:
   dataset: str = 'synthetic'  # 'synthetic' or a GroupLens name (DATASETS)
   data_dir: str = ''  # GroupLens .zip or folder; TFDS data_dir for loader=tfds
   loader: str = 'grouplens'  # 'grouplens' (files as downloaded) or 'tfds'
+  tfds_download: bool = False  # loader=tfds: may TFDS download (internet)
   max_ratings: int = 0  # keep the first N ratings in file order; 0 = all
   synthetic_num_ratings: int = 100_000  # size of the synthetic set (ratings)
   order: str = 'random'  # 'random' (paper, seeded shuffle) or 'chronological'
-  train_fraction: float = 0.8  # share of the stream in the train part
+  train_fraction: float = 0.8  # share of the stream in the train part, < 1
 
   def __post_init__(self):
     _check_choice('dataset', self.dataset, DATASETS)
     _check_choice('loader', self.loader, LOADERS)
     _check_choice('order', self.order, ORDERS)
-    _check_range('train_fraction', self.train_fraction, 0.0, 1.0,
-                 low_open=True)
+    if not 0.0 < self.train_fraction < 1.0:
+      _fail('train_fraction', self.train_fraction,
+            'it must lie strictly between 0 and 1 (both parts non-empty)')
     if self.max_ratings < 0:
       _fail('max_ratings', self.max_ratings, 'use 0 (all) or a positive count')
     _check_range('synthetic_num_ratings', self.synthetic_num_ratings, 100,
@@ -127,6 +129,8 @@ class TrainConfig:
 
   def __post_init__(self):
     _check_range('batch_size', self.batch_size, 1, 1_000_000)
+    if not 0 <= self.seed < 2**32:
+      _fail('seed', self.seed, 'use an integer in [0, 2**32)')
     _check_choice('test_mode', self.test_mode, TEST_MODES)
     _check_range('summary_every', self.summary_every, 1, 1e9)
 

@@ -124,11 +124,14 @@ def load_grouplens(path: str, max_ratings: int = 0) -> ratings.Ratings:
 
 def load_tfds(name: str,
               data_dir: str | None = None,
-              max_ratings: int = 0) -> ratings.Ratings:
+              max_ratings: int = 0,
+              download: bool = False) -> ratings.Ratings:
   """Reads `movielens/{name}-ratings` through TensorFlow Datasets.
 
-  TFDS downloads and prepares the data on first use (this needs internet);
-  later calls read the prepared TFRecords under `data_dir`.
+  With `download`, TFDS downloads and prepares the data on first use (this
+  needs internet; offline, TFDS retries for minutes before it gives up).
+  Without it (the default), only an already prepared copy under `data_dir`
+  is read, and a missing one fails at once.
 
   Args:
     name: one of the values of `TFDS_NAMES`: '100k', '1m', '20m', '25m',
@@ -137,6 +140,7 @@ def load_tfds(name: str,
       (~/tensorflow_datasets).
     max_ratings: if > 0, keep only the first `max_ratings` examples of the
       'train' split (the only split), in TFDS order.
+    download: let TFDS download and prepare a missing dataset.
 
   Returns:
     Validated ratings with int64 ids parsed from TFDS's string ids, named
@@ -152,13 +156,16 @@ def load_tfds(name: str,
         f'{", ".join(TFDS_NAMES.values())}')
   builder = f'movielens/{name}-ratings'
   try:
-    ds = tfds.load(builder, split='train', data_dir=data_dir)
+    ds = tfds.load(builder, split='train', data_dir=data_dir,
+                   download=download)
   except Exception as e:  # TFDS raises many types; all mean "not available".
+    hint = ('' if download else ' Pass --tfds_download to let TFDS download '
+            'and prepare it (needs internet), or')
+    first_line = (str(e).strip().splitlines() or [''])[0]
     raise errors.DataError(
         f'TFDS could not load {builder} (data_dir={data_dir}): '
-        f'{type(e).__name__}: {e}. Without internet, use the GroupLens '
-        'archive instead (loader grouplens with --data_dir=path/to/ml-xxx.zip)'
-    ) from e
+        f'{type(e).__name__}: {first_line}.{hint} use the GroupLens archive '
+        'instead (--loader=grouplens --data_dir=path/to/ml-xxx.zip)') from e
   ds = ds.map(lambda x: {k: x[k] for k in (
       'user_id', 'movie_id', 'user_rating', 'timestamp')})
   if max_ratings > 0:

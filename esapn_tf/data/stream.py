@@ -254,7 +254,8 @@ def load_ratings(dataset: str,
                  loader: str = 'grouplens',
                  max_ratings: int = 0,
                  synthetic_num_ratings: int = 100_000,
-                 seed: int = 0) -> ratings.Ratings:
+                 seed: int = 0,
+                 tfds_download: bool = False) -> ratings.Ratings:
   """Loads and validates the ratings of a dataset by name.
 
   Args:
@@ -266,6 +267,7 @@ def load_ratings(dataset: str,
     max_ratings: if > 0, keep the first max_ratings rows in source order.
     synthetic_num_ratings: rows of the synthetic dataset.
     seed: seeds the synthetic generator.
+    tfds_download: for loader 'tfds', let TFDS download a missing dataset.
 
   Returns:
     Validated ratings.
@@ -298,7 +300,8 @@ def load_ratings(dataset: str,
           f'dataset {dataset} has no TFDS builder; TFDS has '
           f'{", ".join(movielens.TFDS_NAMES)}. Use --loader=grouplens')
     name = movielens.TFDS_NAMES[dataset]
-    r = movielens.load_tfds(name, data_dir or None, max_ratings)
+    r = movielens.load_tfds(name, data_dir or None, max_ratings,
+                            download=tfds_download)
     source = f'TFDS movielens/{name}-ratings'
   r.validate(source)
   return r

@@ -169,9 +169,14 @@ def make_agent(num_sizes: int,
       num_frequency_buckets=num_frequency_buckets,
       frequency_embedding_dim=frequency_embedding_dim,
       hidden_units=hidden_units, name=f'{name}_network')
+  # Each agent counts its own train steps (the default is the shared global
+  # step, which would make two agents advance one counter).
   agent = reinforce_agent.ReinforceAgent(
       time_step_spec, act_spec, actor_network=actor,
       optimizer=tf.keras.optimizers.Adam(learning_rate),
-      normalize_returns=normalize_returns, name=name)
+      normalize_returns=normalize_returns,
+      train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False,
+                                     name=f'{name}_train_step'),
+      name=name)
   agent.initialize()
   return agent

@@ -123,8 +123,9 @@ class Trainer:
     stats = {}
     for side in SIDES:
       experience = _one_step_episodes(obs[side], actions[side], rewards[side])
-      loss_info = self.agents[side].train(
-          experience, weights=tf.expand_dims(weights[side], 1))
+      with tf.summary.record_if(False):  # we write our own policy summaries
+        loss_info = self.agents[side].train(
+            experience, weights=tf.expand_dims(weights[side], 1))
       n = tf.maximum(tf.reduce_sum(weights[side]), 1.0)
       stats[f'{side}_reward'] = tf.reduce_sum(rewards[side] * weights[side]) / n
       stats[f'{side}_policy_loss'] = loss_info.loss
@@ -166,9 +167,10 @@ class Trainer:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
             side, batch, out['loss'], baselines[side])
-        loss_info = self.agents[side].train(
-            _one_step_episodes(observation, action, reward),
-            weights=tf.expand_dims(weight, 1))
+        with tf.summary.record_if(False):  # we write our own policy summaries
+          loss_info = self.agents[side].train(
+              _one_step_episodes(observation, action, reward),
+              weights=tf.expand_dims(weight, 1))
         n = tf.maximum(tf.reduce_sum(weight), 1.0)
         out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
         out[f'{side}_policy_loss'] = loss_info.loss
@@ -335,13 +337,20 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
   d = cfg.data
   ratings = stream_lib.load_ratings(
       d.dataset, d.data_dir, d.loader, d.max_ratings,
-      d.synthetic_num_ratings, cfg.train.seed)
+      d.synthetic_num_ratings, cfg.train.seed, d.tfds_download)
   s = stream_lib.build_stream(ratings, cfg.model.task, d.order,
                               d.train_fraction, cfg.train.seed)
-  if s.num_train == 0:
+  if (verbose and d.dataset != 'synthetic' and s.name.startswith('ml-') and
+      s.name != d.dataset):
+    print(f'warning: --dataset={d.dataset} but {d.data_dir} holds {s.name}; '
+          f'results.json records dataset={d.dataset}, '
+          f'data_source={s.name}', flush=True)
+  if s.num_train == 0 or s.num_test == 0:
+    part = 'train' if s.num_train == 0 else 'test'
     raise errors.UserInputError(
-        f'the train part is empty ({s.num_examples} examples, '
-        f'train_fraction={d.train_fraction}); use more data')
+        f'the {part} part is empty ({s.num_examples} examples, '
+        f'train_fraction={d.train_fraction}); use more data or another '
+        '--train_fraction')
   try:
     os.makedirs(workdir, exist_ok=True)
     archived = outputs.archive_previous_run(workdir)
@@ -373,7 +382,9 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
   results = {
       'method': cfg.search.method,
       'task': cfg.model.task,
-      'dataset': s.name,
+      'dataset': d.dataset,
+      'data_source': s.name,
+      'num_ratings': s.num_examples,
       'order': d.order,
       'test_mode': cfg.train.test_mode,
       'candidate_sizes': list(trainer.sizes),
