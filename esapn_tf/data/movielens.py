@@ -320,15 +320,20 @@ def _arrow_error(e: pa.ArrowInvalid, source: str,
                  names: list[str]) -> errors.DataError:
   """Turns a pyarrow CSV error into a one-line DataError."""
   message = str(e).splitlines()[0]
-  conversion = re.search(r'column #(\d+): CSV conversion error to \w+: '
+  conversion = re.search(r'column #(\d+): CSV conversion error to (\w+): '
                          r'invalid value (.*)$', message)
   if conversion:
     index = int(conversion.group(1))
     column = names[index] if index < len(names) else f'#{index}'
+    value = conversion.group(3)
+    try:
+      float(value.strip("'\""))
+      problem = f'a value that is not an integer, {value}'
+    except ValueError:
+      problem = f'a non-numeric value {value}'
     return errors.DataError(
-        f'{source}: column {column} holds a non-numeric value '
-        f'{conversion.group(2)}; every userId, movieId, rating and timestamp '
-        'must be a number')
+        f'{source}: column {column} holds {problem}; userId, movieId and '
+        'timestamp must be integers and rating a number')
   if 'Expected' in message and 'columns' in message:
     return errors.DataError(
         f'{source}: a line has the wrong number of fields ({message}); '
