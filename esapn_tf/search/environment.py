@@ -36,6 +36,7 @@ from tf_agents.trajectories import time_step as ts
 
 from esapn_tf.models import recommender
 from esapn_tf.search import agent as agent_lib
+from esapn_tf.training import lazy_adam
 
 SIDES = ('user', 'item')
 Batch = Dict[str, tf.Tensor]
@@ -50,7 +51,8 @@ class SearchCore(tf.Module):
 
     Args:
       model: a built `Recommender`.
-      optimizer: the recommender's optimizer (Adam, DESIGN.md §2).
+      optimizer: the recommender's optimizer (Adam, DESIGN.md §2):
+        `lazy_adam.LazyAdam` (row-sparse table updates) or any Keras one.
       history_length: T, past losses per id kept for the reward.
       jit_compile: compile the scoring and the recommender step with XLA.
     """
@@ -99,6 +101,10 @@ class SearchCore(tf.Module):
     }
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
+    self.tables = [t for side in SIDES for t in self.embeddings[side].tables]
+    table_ids = {id(t) for t in self.tables}
+    self.dense_variables = [v for v in model.trainable_variables
+                            if id(v) not in table_ids]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
 
@@ -278,9 +284,21 @@ class SearchCore(tf.Module):
       logits = self.model(batch, training=True)
       losses = recommender.per_example_loss(self.task, batch['label'], logits)
       loss = tf.reduce_mean(losses)
-    variables = self.model.trainable_variables
+    variables = self.dense_variables + self.tables
     grads = tape.gradient(loss, variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    if not isinstance(self.optimizer, lazy_adam.LazyAdam):
+      self.optimizer.apply_gradients(zip(grads, variables))
+    else:
+      n = len(self.dense_variables)
+      self.optimizer.apply_gradients(zip(grads[:n], self.dense_variables))
+      # Every table of a side was gathered once with the batch's ids, so one
+      # duplicate-summing pass per side serves all its tables.
+      table_grads = iter(grads[n:])
+      for side in SIDES:
+        self.optimizer.apply_row_gradients(
+            batch[side], [(next(table_grads).values, t)
+                          for t in self.embeddings[side].tables],
+            count_step=False)
     for side in SIDES:
       self._push_history(side, batch[side], batch[f'{side}_frequency'],
                          losses)

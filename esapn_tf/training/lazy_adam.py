@@ -19,6 +19,25 @@ from typing import Iterable, List, Sequence, Tuple
 import tensorflow as tf
 
 
+def _row_segments(indices: tf.Tensor):
+  """(unique `[k]`, order `[k]`, segment `[k]`, valid `[k]`) of `indices`.
+
+  `order` sorts the indices; `segment[j]` is the slot of the j-th sorted
+  index; the first `num_unique` slots (`valid`) hold the distinct indices in
+  ascending order, the others 0. Static shapes (XLA).
+  """
+  k = tf.shape(indices)[0]
+  order = tf.argsort(indices, stable=True)
+  sorted_ids = tf.gather(indices, order)
+  is_new = tf.concat(
+      [tf.ones([1], tf.bool), sorted_ids[1:] != sorted_ids[:-1]], 0)
+  segment = tf.cumsum(tf.cast(is_new, tf.int32)) - 1
+  valid = tf.range(k) < tf.reduce_sum(tf.cast(is_new, tf.int32))
+  unique = tf.math.unsorted_segment_max(sorted_ids, segment, k)
+  unique = tf.where(valid, unique, tf.zeros_like(unique))
+  return unique, order, segment, valid
+
+
 def sum_duplicate_rows(indices: tf.Tensor, values: tf.Tensor
                        ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Sums the rows of a sparse gradient that share an index.
@@ -34,18 +53,9 @@ def sum_duplicate_rows(indices: tf.Tensor, values: tf.Tensor
     (unique int `[k]`, 0 in unused slots; summed float32 `[k, d]`, 0 in
      unused slots; valid bool `[k]`, True for the used slots).
   """
-  k = tf.shape(indices)[0]
-  order = tf.argsort(indices, stable=True)
-  sorted_ids = tf.gather(indices, order)
-  sorted_values = tf.gather(values, order)
-  is_new = tf.concat(
-      [tf.ones([1], tf.bool), sorted_ids[1:] != sorted_ids[:-1]], 0)
-  segment = tf.cumsum(tf.cast(is_new, tf.int32)) - 1
-  summed = tf.math.unsorted_segment_sum(sorted_values, segment, k)
-  num_unique = tf.reduce_sum(tf.cast(is_new, tf.int32))
-  valid = tf.range(k) < num_unique
-  unique = tf.math.unsorted_segment_max(sorted_ids, segment, k)
-  unique = tf.where(valid, unique, tf.zeros_like(unique))
+  unique, order, segment, valid = _row_segments(indices)
+  summed = tf.math.unsorted_segment_sum(tf.gather(values, order), segment,
+                                        tf.shape(indices)[0])
   return unique, summed, valid
 
 
@@ -90,33 +100,80 @@ class LazyAdam(tf.Module):
       self.v.append(v)
       self._slot_index[id(var)] = len(self.m) - 1
 
-  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor,
-                                                          tf.Variable]]):
-    """Applies one Adam step; sparse gradients touch only their rows."""
-    self.iterations.assign_add(1)
+  def slots(self, var: tf.Variable) -> Tuple[tf.Variable, tf.Variable]:
+    """The (first, second) moment slots of `var`."""
+    i = self._slot_index[id(var)]
+    return self.m[i], self.v[i]
+
+  def _learning_rate(self, count_step: bool) -> tf.Tensor:
+    """Adam's bias-corrected step size; advances `iterations` if asked."""
+    if count_step:
+      self.iterations.assign_add(1)
     t = tf.cast(self.iterations, tf.float32)
-    lr = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) /
-          (1.0 - tf.pow(self.beta_1, t)))
+    return (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) /
+            (1.0 - tf.pow(self.beta_1, t)))
+
+  def _sparse_update(self, var, lr, rows, order, segment, valid, values):
+    """Adam on the rows `rows` of `var` (see `sum_duplicate_rows`)."""
+    b1, b2 = self.beta_1, self.beta_2
+    m, v = self.slots(var)
+    g = tf.math.unsorted_segment_sum(tf.gather(values, order), segment,
+                                     tf.shape(values)[0])
+    mask = tf.cast(tf.expand_dims(valid, -1), g.dtype)
+    m_rows = tf.gather(m, rows)
+    v_rows = tf.gather(v, rows)
+    rows = tf.expand_dims(rows, -1)
+    m_new = b1 * m_rows + (1.0 - b1) * g
+    v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
+    # Additive scatters: unused slots (mask 0) add nothing, so their
+    # placeholder row index cannot clash with a real row.
+    m.scatter_nd_add(rows, mask * (m_new - m_rows))
+    v.scatter_nd_add(rows, mask * (v_new - v_rows))
+    var.scatter_nd_add(rows,
+                       -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
+
+  def apply_row_gradients(self, ids: tf.Tensor,
+                          grads_and_vars: Iterable[Tuple[tf.Tensor,
+                                                         tf.Variable]],
+                          count_step: bool = True) -> None:
+    """Adam on tables that were all gathered with the same `ids`.
+
+    Equivalent to `apply_gradients` with `tf.IndexedSlices(g, ids)` for each
+    pair, but the duplicate-summing bookkeeping is done once for all tables.
+
+    Args:
+      ids: int `[batch]` rows gathered from every table.
+      grads_and_vars: (float32 `[batch, d]` row gradients aligned with `ids`,
+        table `[num_ids, d]`) pairs.
+      count_step: advance `iterations` first (False when another call of the
+        same step already did).
+    """
+    lr = self._learning_rate(count_step)
+    rows, order, segment, valid = _row_segments(ids)
+    for grad, var in grads_and_vars:
+      self._sparse_update(var, lr, rows, order, segment, valid, grad)
+
+  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor,
+                                                          tf.Variable]],
+                      count_step: bool = True):
+    """Applies one Adam step; sparse gradients touch only their rows.
+
+    Args:
+      grads_and_vars: (gradient, variable) pairs; a gradient may be a
+        `tf.IndexedSlices` (rows) or dense.
+      count_step: advance `iterations` first (False when another call of the
+        same step already did).
+    """
+    lr = self._learning_rate(count_step)
     b1, b2 = self.beta_1, self.beta_2
     for grad, var in grads_and_vars:
       if grad is None:
         continue
-      i = self._slot_index[id(var)]
-      m, v = self.m[i], self.v[i]
+      m, v = self.slots(var)
       if isinstance(grad, tf.IndexedSlices):
-        rows, g, valid = sum_duplicate_rows(grad.indices, grad.values)
-        mask = tf.cast(tf.expand_dims(valid, -1), g.dtype)
-        m_rows = tf.gather(m, rows)
-        v_rows = tf.gather(v, rows)
-        rows = tf.expand_dims(rows, -1)
-        m_new = b1 * m_rows + (1.0 - b1) * g
-        v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
-        # Additive scatters: unused slots (mask 0) add nothing, so their
-        # placeholder row index cannot clash with a real row.
-        m.scatter_nd_add(rows, mask * (m_new - m_rows))
-        v.scatter_nd_add(rows, mask * (v_new - v_rows))
-        var.scatter_nd_add(
-            rows, -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
+        rows, order, segment, valid = _row_segments(grad.indices)
+        self._sparse_update(var, lr, rows, order, segment, valid,
+                            grad.values)
       else:
         m.assign(b1 * m + (1.0 - b1) * grad)
         v.assign(b2 * v + (1.0 - b2) * tf.square(grad))

@@ -67,6 +67,27 @@ class LazyAdamTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(var[2:], np.zeros([2, 2]))
     self.assertAllClose(opt.m[0][0], 0.1 * np.ones(2))  # not decayed
 
+  def test_row_gradients_equal_indexed_slices(self):
+    # Two tables gathered with the same (repeated) ids: the shared
+    # bookkeeping must give exactly what one IndexedSlices update per table
+    # gives.
+    rng = np.random.default_rng(1)
+    ids = tf.constant([4, 0, 4, 2])
+    tables = [rng.normal(size=(5, d)).astype(np.float32) for d in (2, 3)]
+    a = [tf.Variable(t) for t in tables]
+    b = [tf.Variable(t) for t in tables]
+    opt_a = lazy_adam.LazyAdam(a, learning_rate=0.1)
+    opt_b = lazy_adam.LazyAdam(b, learning_rate=0.1)
+    for _ in range(2):
+      grads = [tf.constant(rng.normal(size=(4, t.shape[1])), tf.float32)
+               for t in tables]
+      opt_a.apply_row_gradients(ids, list(zip(grads, a)))
+      opt_b.apply_gradients(
+          [(tf.IndexedSlices(g, ids), v) for g, v in zip(grads, b)])
+    for x, y in zip(a, b):
+      self.assertAllClose(x, y)
+    self.assertAllClose(a[1][1], tables[1][1])  # row 1 never touched
+
   def test_dense_gradient_is_plain_adam(self):
     a = tf.Variable([1.0, -2.0])
     b = tf.Variable([1.0, -2.0])
