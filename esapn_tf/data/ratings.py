@@ -4,6 +4,7 @@ Every reader in `esapn_tf.data` returns a `Ratings`: one numpy array per column,
 rows in the source's own order (file order for GroupLens files).
 """
 
+from collections.abc import Callable
 import dataclasses
 
 import numpy as np
@@ -55,12 +56,29 @@ class Ratings:
         rating=self.rating[:max_ratings],
         timestamp=self.timestamp[:max_ratings])
 
-  def validate(self, source: str) -> None:
+  def first_invalid_row(self) -> int | None:
+    """The first row whose values break the rules `validate` checks.
+
+    Returns:
+      The 0-based row of the first rating outside 0.5..5 (NaN included) or
+      negative user or movie id; None when every row is valid.
+    """
+    bad = ~((self.rating >= MIN_RATING) & (self.rating <= MAX_RATING))
+    bad |= self.user_id < 0
+    bad |= self.item_id < 0
+    return int(np.argmax(bad)) if bad.any() else None
+
+  def validate(self, source: str,
+               describe: Callable[[int], str] | None = None) -> None:
     """Checks shapes, dtypes and value ranges.
 
     Args:
       source: the file, archive or loader the ratings came from; every message
         names it.
+      describe: optional; maps the 0-based row of an invalid value to the
+        whole error message. File readers pass one that names the file's line
+        number and the field as written; without it the message names the
+        0-based row.
 
     Raises:
       errors.DataError: no rows; columns of different lengths or dtypes; a
@@ -80,19 +98,19 @@ class Ratings:
             f'{values.dtype}; expected [{n}] of {np.dtype(dtype).name}')
     if n == 0:
       raise errors.DataError(
-          f'{source} contains no ratings; pass a MovieLens ratings file with '
-          'at least one row')
-    bad = ~((self.rating >= MIN_RATING) & (self.rating <= MAX_RATING))
-    if bad.any():
-      row = int(np.argmax(bad))
+          f'{source} contains no ratings; expected at least one rating')
+    row = self.first_invalid_row()
+    if row is None:
+      return
+    if describe is not None:
+      raise errors.DataError(describe(row))
+    rating = self.rating[row]
+    if not MIN_RATING <= rating <= MAX_RATING:
       raise errors.DataError(
-          f'{source}: rating {self.rating[row]} at row {row} (0-based, header '
-          f'excluded); ratings must lie in {MIN_RATING}..{MAX_RATING:g} stars')
-    for column in ('user_id', 'item_id'):
-      values = columns[column][0]
-      negative = values < 0
-      if negative.any():
-        row = int(np.argmax(negative))
-        raise errors.DataError(
-            f'{source}: {column} {values[row]} at row {row} (0-based, header '
-            'excluded) is negative; ids must be non-negative integers')
+          f'{source}: rating {rating} at row {row} (0-based) is outside '
+          f'{MIN_RATING}..{MAX_RATING:g}; expected {MIN_RATING} to '
+          f'{MAX_RATING:g} stars')
+    column = 'user_id' if self.user_id[row] < 0 else 'item_id'
+    raise errors.DataError(
+        f'{source}: {column} {columns[column][0][row]} at row {row} (0-based) '
+        'is negative; expected non-negative integer ids')
