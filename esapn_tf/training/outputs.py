@@ -32,7 +32,7 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def archive_previous_run(workdir: str) -> str:
