@@ -68,6 +68,13 @@ flags.DEFINE_integer('batch_size', _T.batch_size, 'Examples per step.')
 flags.DEFINE_integer('seed', _T.seed, 'Seed of split, init and sampling.')
 flags.DEFINE_string('test_mode', _T.test_mode, 'prequential or frozen.')
 flags.DEFINE_bool('jit_compile', _T.jit_compile, 'Use XLA for the steps.')
+flags.DEFINE_bool('deterministic', _T.deterministic,
+                  'Also enable TensorFlow op determinism.')
+flags.DEFINE_integer('checkpoint_every', _T.checkpoint_every,
+                     'Steps between checkpoints (0: only at the end).')
+flags.DEFINE_bool('restart', False,
+                  'Discard an interrupted run in --workdir instead of '
+                  'resuming it (it is moved to previous/).')
 flags.DEFINE_integer('summary_every', _T.summary_every,
                      'Steps between TensorBoard summaries.')
 flags.DEFINE_float('log_every_seconds', _T.log_every_seconds,
@@ -103,6 +110,8 @@ def build_config() -> config_lib.ExperimentConfig:
       train=config_lib.TrainConfig(
           batch_size=FLAGS.batch_size, seed=FLAGS.seed,
           test_mode=FLAGS.test_mode, jit_compile=FLAGS.jit_compile,
+          deterministic=FLAGS.deterministic,
+          checkpoint_every=FLAGS.checkpoint_every,
           summary_every=FLAGS.summary_every,
           log_every_seconds=FLAGS.log_every_seconds))
 
@@ -116,7 +125,8 @@ def main(argv):
     if FLAGS.export_dir:  # checked before training, not after
       from esapn_tf.serving import export  # pylint: disable=g-import-not-at-top
       export.check_export_dir(FLAGS.export_dir)
-    loop.run_experiment(cfg, FLAGS.workdir, process_start=_PROCESS_START)
+    loop.run_experiment(cfg, FLAGS.workdir, process_start=_PROCESS_START,
+                        restart=FLAGS.restart)
     if FLAGS.export_dir:
       print(export.summary_text(
           export.export_run(FLAGS.workdir, FLAGS.export_dir)), flush=True)
@@ -126,9 +136,11 @@ def main(argv):
   except loop.TrainingError as e:
     print(f'error: training stopped: {e}', file=sys.stderr)
     sys.exit(1)
-  except KeyboardInterrupt:
-    print(f'error: interrupted; the run in {FLAGS.workdir} is incomplete (it '
-          'has no results.json). Run the same command again to start over.',
+  except loop.RunInterrupted as e:
+    print(f'interrupted: {e}', file=sys.stderr)
+    sys.exit(130)
+  except KeyboardInterrupt:  # before the run's own handler is installed
+    print('interrupted before training started; nothing to resume',
           file=sys.stderr)
     sys.exit(130)
 

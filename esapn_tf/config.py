@@ -124,6 +124,8 @@ class TrainConfig:
   seed: int = 0  # split, shuffle, initialisers and the policy's sampling
   test_mode: str = 'prequential'  # test-then-train, or 'frozen' (no learning)
   jit_compile: bool = True  # XLA for the recommender step and the scoring
+  deterministic: bool = False  # also enable TF op determinism
+  checkpoint_every: int = 500  # steps between checkpoints; 0 = only at end
   summary_every: int = 10  # steps between TensorBoard scalars
   log_every_seconds: float = 10.0  # seconds between progress lines
 
@@ -132,6 +134,9 @@ class TrainConfig:
     if not 0 <= self.seed < 2**32:
       _fail('seed', self.seed, 'use an integer in [0, 2**32)')
     _check_choice('test_mode', self.test_mode, TEST_MODES)
+    if self.checkpoint_every < 0:
+      _fail('checkpoint_every', self.checkpoint_every,
+            'use 0 (only at the end) or a number of steps')
     _check_range('summary_every', self.summary_every, 1, 1e9)
 
 

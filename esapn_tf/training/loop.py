@@ -23,8 +23,10 @@ keep learning), or only scored (`test_mode='frozen'`).
 """
 
 import os
+import signal
+import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -39,12 +41,23 @@ from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import environment
 from esapn_tf.training import lazy_adam
 from esapn_tf.training import outputs
+from esapn_tf.training import workdir as workdir_lib
 
 SIDES = environment.SIDES
 
 
 class TrainingError(RuntimeError):
   """The run cannot go on (e.g. a NaN loss); the message names the step."""
+
+
+class RunInterrupted(RuntimeError):
+  """SIGINT or SIGTERM: a checkpoint was written; rerunning resumes."""
+
+
+def _means(row) -> Dict[str, float]:
+  """{'loss', 'accuracy'} means of a (count, loss sum, hit sum) row."""
+  count = max(row[0], 1)
+  return {'loss': row[1] / count, 'accuracy': row[2] / count}
 
 
 def _one_step_episodes(observation, action, reward):
@@ -92,6 +105,16 @@ class Trainer:
             normalize_returns=cfg.search.normalize_returns,
             name=f'{side}_policy')
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    # Where the run is and what it has counted (restored on resume).
+    self.position = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                name='position')  # examples done
+    self.metric_sums = tf.Variable(tf.zeros([2, 3], tf.float64),
+                                   trainable=False, name='metric_sums')
+    self.bucket_sums = tf.Variable(
+        tf.zeros([2, 3, cfg.search.num_frequency_buckets], tf.float64),
+        trainable=False, name='bucket_sums')
+    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                     name='train_seconds')
     # Raw MovieLens id of each row, so that a checkpoint alone can serve raw
     # ids (export); int64 [num_users] and [num_items], ascending.
     self.vocab = {
@@ -225,71 +248,102 @@ class Trainer:
         tf.summary.scalar(f'test/{k}', v, step=step)
 
   # --------------------------------------------------------------- run
-  def run(self, writer, progress: outputs.Progress) -> Dict[str, Any]:
-    """Runs the train pass then the test pass; returns the metrics."""
+  def run(self, writer, progress: outputs.Progress,
+          on_step: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """Runs (or, after a restore, continues) the train and test passes.
+
+    The stream position, the metric sums and the train seconds live in
+    variables (`self.position`, `self.metric_sums`, `self.bucket_sums`,
+    `self.train_seconds`) so that a checkpoint taken between two steps holds
+    everything needed to continue exactly.
+
+    Args:
+      writer: TensorBoard writer.
+      progress: progress printer.
+      on_step: called after every batch (checkpointing, interruption).
+
+    Returns:
+      The metrics (train and test accuracy, loss and examples).
+    """
     cfg, s = self.cfg, self.stream
     bs = cfg.train.batch_size
-    prev = None
-    sums = {part: np.zeros(3) for part in ('train', 'test')}
+    position = int(self.position)
+    sums = self.metric_sums.numpy()  # rows: train, test; (n, loss, hits)
     buckets = outputs.FrequencyBuckets(cfg.search.num_frequency_buckets)
-    train_seconds = 0.0
-    phases = [('train', 0, s.num_train), ('test', s.num_train,
-                                          s.num_examples)]
+    for i, side in enumerate(SIDES):
+      buckets.sums[side] = self.bucket_sums[i].numpy()
+    prev = None
+    if position and self.search and not self.next_appearance:
+      # The batch before `position` (batches start every `bs` examples from
+      # the start of each part).
+      part_start = s.num_train if position > s.num_train else 0
+      lo = part_start + (position - part_start - 1) // bs * bs
+      prev = next(iter(stream_lib.make_dataset(s, lo, position, bs)))
+    progress.done = position
     with writer.as_default():
-      for phase, start, stop in phases:
+      for phase, lo, hi in (('train', 0, s.num_train),
+                            ('test', s.num_train, s.num_examples)):
+        if position >= hi:
+          continue
         phase_start = time.perf_counter()
-        learn = phase == 'train' or cfg.train.test_mode == 'prequential'
-        for batch in stream_lib.make_dataset(s, start, stop, bs):
-          n = int(batch['user'].shape[0])
-          test_metrics = None
-          if phase == 'test':
-            ev = self.core.evaluate(batch)
-            loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
-            sums['test'] += (n, loss.sum(), correct.sum())
-            for side in SIDES:
-              buckets.add(side, batch[f'{side}_frequency'].numpy(), loss,
-                          correct)
-            test_metrics = {'loss': sums['test'][1] / sums['test'][0],
-                            'accuracy': sums['test'][2] / sums['test'][0]}
-          stats = {}
-          if learn:
-            if self.search and not self.next_appearance and prev is not None:
-              stats = self.policy_update(prev)
-            out = self.learn(batch)
-            if self.search and self.next_appearance:
-              stats = out
-            if phase == 'train':
-              loss = out['loss'].numpy()
-              sums['train'] += (n, loss.sum(), out['correct'].numpy().sum())
-              if not np.all(np.isfinite(loss)):
-                raise TrainingError(
-                    f'non-finite training loss at step {int(self.step)}; '
-                    'lower --learning_rate or check the data')
-            if int(self.step) % cfg.train.summary_every == 0:
-              self.write_summaries(out, stats, test_metrics)
-            prev = batch
-          part = sums[phase]
-          progress.update(n, phase, {
-              'loss': part[1] / max(part[0], 1),
-              'accuracy': part[2] / max(part[0], 1)})
-        part = sums[phase]
-        progress.update(0, phase, {
-            'loss': part[1] / max(part[0], 1),
-            'accuracy': part[2] / max(part[0], 1)}, force=True)
+        # `position` is a batch boundary, so the batches from it are the
+        # ones an uninterrupted run sees.
+        for batch in stream_lib.make_dataset(s, max(lo, position), hi, bs):
+          self._step(batch, phase, sums, buckets, prev, progress)
+          prev = batch
+          if on_step is not None:
+            on_step()
         if phase == 'train':
-          train_seconds = time.perf_counter() - phase_start
+          self.train_seconds.assign_add(time.perf_counter() - phase_start)
+        progress.update(0, phase, _means(sums[int(phase == 'test')]), force=True)
       writer.flush()
 
-    def summary(part):
-      count, loss, correct = sums[part]
+    def summary(row):
+      count, loss, correct = row
       return {'examples': int(count),
               'loss': float(loss / count) if count else float('nan'),
               'accuracy': float(correct / count) if count else float('nan')}
 
-    return {'train': summary('train'), 'test': summary('test'),
+    seconds = float(self.train_seconds)
+    return {'train': summary(sums[0]), 'test': summary(sums[1]),
             'per_frequency': buckets,
             'train_examples_per_second':
-                s.num_train / train_seconds if train_seconds else 0.0}
+                s.num_train / seconds if seconds else 0.0}
+
+  def _step(self, batch, phase, sums, buckets, prev, progress) -> None:
+    """One batch: test scoring first (test part), then learning."""
+    cfg = self.cfg
+    n = int(batch['user'].shape[0])
+    learn = phase == 'train' or cfg.train.test_mode == 'prequential'
+    test_metrics = None
+    if phase == 'test':
+      ev = self.core.evaluate(batch)
+      loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
+      sums[1] += (n, loss.sum(), correct.sum())
+      for side in SIDES:
+        buckets.add(side, batch[f'{side}_frequency'].numpy(), loss, correct)
+      test_metrics = _means(sums[1])
+    stats = {}
+    if learn:
+      if self.search and not self.next_appearance and prev is not None:
+        stats = self.policy_update(prev)
+      out = self.learn(batch)
+      if self.search and self.next_appearance:
+        stats = out
+      if phase == 'train':
+        loss = out['loss'].numpy()
+        if not np.all(np.isfinite(loss)):
+          raise TrainingError(
+              f'non-finite training loss at step {int(self.step)}; the last '
+              'good checkpoint is kept; lower --learning_rate or check the '
+              'data')
+        sums[0] += (n, loss.sum(), out['correct'].numpy().sum())
+      if int(self.step) % cfg.train.summary_every == 0:
+        self.write_summaries(out, stats, test_metrics)
+    self.position.assign_add(n)
+    self.metric_sums.assign(sums)
+    self.bucket_sums.assign(np.stack([buckets.sums[side] for side in SIDES]))
+    progress.update(n, phase, _means(sums[int(phase == 'test')]))
 
   def memory(self) -> Dict[str, Any]:
     reference = self.cfg.model.candidate_sizes[-1]
@@ -320,6 +374,9 @@ class Trainer:
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,
              'core': self.core, 'step': self.step,
+             'position': self.position, 'metric_sums': self.metric_sums,
+             'bucket_sums': self.bucket_sums,
+             'train_seconds': self.train_seconds,
              'user_vocab': self.vocab['user'],
              'item_vocab': self.vocab['item']}
     for side, agent in self.agents.items():
@@ -329,13 +386,20 @@ class Trainer:
 
 def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
                    verbose: bool = True,
-                   process_start: Optional[float] = None) -> Dict[str, Any]:
+                   process_start: Optional[float] = None,
+                   restart: bool = False) -> Dict[str, Any]:
   """Trains and evaluates one configuration; writes the run's outputs.
 
   Writes, in `workdir`: `config.json` (first), TensorBoard event files under
-  `events/`, `per_frequency.csv`, a final checkpoint under `checkpoints/`
-  and `results.json` (DESIGN.md §5 metrics and memory table). An earlier run's
-  outputs in the same workdir are first moved to `previous/<UTC time>/`.
+  `events/`, `per_frequency.csv`, checkpoints under `checkpoints/` (every
+  `checkpoint_every` steps and at the end) and `results.json` (DESIGN.md §5
+  metrics and memory table).
+
+  A workdir holding an interrupted run (a checkpoint, no results.json) is
+  resumed from its latest checkpoint, exactly: the same results as an
+  uninterrupted run. Otherwise an earlier run's outputs are first moved to
+  `previous/<UTC time>/`. SIGINT and SIGTERM write a checkpoint and raise
+  `RunInterrupted`. One live run per workdir (`workdir.WorkdirLock`).
 
   Args:
     cfg: the experiment.
@@ -343,15 +407,21 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
     verbose: print progress lines and the results table.
     process_start: `time.perf_counter()` at process start, so that
       `wall_seconds` covers imports too; now when None.
+    restart: discard an interrupted run instead of resuming it (it is moved
+      to `previous/` like any earlier run).
 
   Returns:
     The content of `results.json`.
 
   Raises:
-    errors.UserInputError: bad data or settings (nothing written then).
-    TrainingError: a non-finite loss (the earlier run's files stay archived).
+    errors.UserInputError: bad data or settings, a workdir in use, or a
+      resume with another configuration (nothing written then).
+    TrainingError: a non-finite loss (the last checkpoint is kept).
+    RunInterrupted: SIGINT or SIGTERM (a checkpoint was written).
   """
   wall_start = time.perf_counter() if process_start is None else process_start
+  if cfg.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
   tf.keras.utils.set_random_seed(cfg.train.seed)
   d = cfg.data
   ratings = stream_lib.load_ratings(
@@ -372,29 +442,87 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         '--train_fraction')
   try:
     os.makedirs(workdir, exist_ok=True)
-    archived = outputs.archive_previous_run(workdir)
   except OSError as e:
     raise errors.UserInputError(
-        f'cannot prepare workdir {workdir!r} ({e.strerror}: '
-        f'{e.filename}); pass a writable --workdir') from e
-  if archived and verbose:
-    print(f'Moved the earlier run in {workdir} to {archived}', flush=True)
-  outputs.atomic_write_text(os.path.join(workdir, 'config.json'),
-                            cfg.to_json() + '\n')
+        f'cannot create workdir {workdir!r} ({e.strerror}); pass a writable '
+        '--workdir') from e
+  with workdir_lib.WorkdirLock(workdir) as lock:
+    if lock.took_over_from is not None and verbose:
+      print(f'Took over the stale lock of process {lock.took_over_from} in '
+            f'{workdir}', flush=True)
+    return _run_locked(cfg, workdir, s, verbose, wall_start, restart)
+
+
+def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
+  """`run_experiment` once the data is loaded and the workdir locked."""
+  d = cfg.data
+  resume = workdir_lib.incomplete_run(workdir) and not restart
+  if resume:
+    differences = workdir_lib.config_differences(
+        workdir_lib.read_config(workdir), cfg.to_dict())
+    if differences:
+      shown = '; '.join(f'{k}: {a!r} then, {b!r} now'
+                        for k, a, b in differences)
+      raise errors.UserInputError(
+          f'cannot resume the interrupted run in {workdir}: its configuration '
+          f'differs ({shown}); rerun with the same flags, pass --restart to '
+          'discard it, or use another --workdir')
+  else:
+    try:
+      archived = outputs.archive_previous_run(workdir)
+    except OSError as e:
+      raise errors.UserInputError(
+          f'cannot prepare workdir {workdir!r} ({e.strerror}: '
+          f'{e.filename}); pass a writable --workdir') from e
+    if archived and verbose:
+      print(f'Moved the earlier run in {workdir} to {archived}', flush=True)
+    outputs.atomic_write_text(os.path.join(workdir, 'config.json'),
+                              cfg.to_json() + '\n')
   if verbose:
     print(f'Data {s.name}: {s.num_examples:,} ratings, {s.num_users:,} users, '
           f'{s.num_items:,} items; train {s.num_train:,}, test '
           f'{s.num_test:,} ({d.order} order)', flush=True)
 
   trainer = Trainer(cfg, s)
+  manager = tf.train.CheckpointManager(
+      trainer.checkpoint(), os.path.join(workdir, 'checkpoints'),
+      max_to_keep=2)
+  if resume:
+    trainer.checkpoint().restore(manager.latest_checkpoint)
+    print(f'Resuming {workdir} from {os.path.basename(manager.latest_checkpoint)}'
+          f' (step {int(trainer.step)}, {int(trainer.position):,} of '
+          f'{s.num_examples:,} examples done)', flush=True)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'events'))
   progress = outputs.Progress(s.num_examples, cfg.train.log_every_seconds,
                               enabled=verbose)
-  metrics = trainer.run(writer, progress)
+  stop_signal = []
 
-  manager = tf.train.CheckpointManager(
-      trainer.checkpoint(), os.path.join(workdir, 'checkpoints'),
-      max_to_keep=1)
+  def on_signal(signum, frame):
+    del frame
+    stop_signal.append(signum)
+
+  def on_step():
+    step = int(trainer.step)
+    if stop_signal:
+      manager.save(checkpoint_number=step)
+      raise RunInterrupted(
+          f'stopped by {signal.Signals(stop_signal[0]).name} at step {step}; '
+          f'checkpoint saved in {workdir}. Run the same command again to '
+          'resume')
+    every = cfg.train.checkpoint_every
+    if every and step % every == 0:
+      manager.save(checkpoint_number=step)
+
+  handlers = {}
+  if threading.current_thread() is threading.main_thread():
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      handlers[signum] = signal.signal(signum, on_signal)
+  try:
+    metrics = trainer.run(writer, progress, on_step)
+  finally:
+    for signum, handler in handlers.items():
+      signal.signal(signum, handler)
+
   manager.save(checkpoint_number=int(trainer.step))
   outputs.atomic_write_text(os.path.join(workdir, 'per_frequency.csv'),
                             metrics['per_frequency'].to_csv())
@@ -415,6 +543,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
       'num_items': s.num_items,
       'train_examples_per_second': metrics['train_examples_per_second'],
       'wall_seconds': time.perf_counter() - wall_start,
+      'resumed': resume,
   }
   outputs.atomic_write_json(os.path.join(workdir, 'results.json'), results)
   if verbose:
