@@ -142,10 +142,8 @@ class Trainer:
   def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
     """Step 1: REINFORCE on the previous batch, per side."""
     obs = self.core.observe(prev)
-    actions = {}
-    for side in SIDES:
-      actions[side] = self.agents[side].collect_policy.action(
-          agent_lib.first_time_step(obs[side])).action
+    actions = {side: self._sample(side, agent_lib.first_time_step(obs[side]))
+               for side in SIDES}
     rewards, weights = self.core.rewards(prev, actions)
     stats = {}
     for side in SIDES:

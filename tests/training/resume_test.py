@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import tensorflow as tf
 from absl.testing import parameterized
@@ -187,6 +188,29 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
       with open(lock_path) as f:
         self.assertEqual(int(f.read()), os.getpid())
     self.assertFalse(os.path.exists(lock_path))
+
+  def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    init = loop.Trainer.__init__
+
+    def poisoned_init(trainer, *args, **kwargs):
+      init(trainer, *args, **kwargs)
+      learn = trainer.learn
+
+      def poisoned(batch):  # step 4's loss comes back NaN
+        out = learn(batch)
+        if int(trainer.step) == 4:
+          out = dict(out, loss=out['loss'] * float('nan'))
+        return out
+      trainer.learn = poisoned
+
+    with mock.patch.object(loop.Trainer, '__init__', poisoned_init):
+      with self.assertRaisesRegex(loop.TrainingError,
+                                  'non-finite training loss at step 4'):
+        loop.run_experiment(_small_config(checkpoint_every=1), workdir,
+                            verbose=False)
+    self.assertEqual(_checkpoint_step(workdir), 3)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'results.json')))
 
   def test_config_differences_ignore_logging_fields(self):
     a = _small_config().to_dict()
