@@ -80,11 +80,11 @@ def _sync(out):
 
 def _trainer(method, s, batch_size):
   from esapn_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from esapn_tf.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.ExperimentConfig(
       search=config_lib.SearchConfig(method=method),
       train=config_lib.TrainConfig(batch_size=batch_size))
-  return loop.Trainer(cfg, s)
+  return trainer_lib.Trainer(cfg, s)
 
 
 def throughput(s, batch_size):
@@ -93,7 +93,7 @@ def throughput(s, batch_size):
   from esapn_tf.data import stream as stream_lib  # pylint: disable=g-import-not-at-top
   from esapn_tf.search import agent as agent_lib  # pylint: disable=g-import-not-at-top
   from esapn_tf.search import environment  # pylint: disable=g-import-not-at-top
-  from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from esapn_tf.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   n = min(s.num_train, 200 * batch_size) // batch_size * batch_size
   batches = list(stream_lib.make_dataset(s, 0, n, batch_size))
   timing = lambda fn: _median_step_seconds(
@@ -111,7 +111,7 @@ def throughput(s, batch_size):
   def environment_step(b):  # observe, decide (sample), one decision per id
     obs = core.observe(b)
     out = {}
-    for side in loop.SIDES:
+    for side in environment.SIDES:
       _, deciding = core.occurrence_masks(side, b[side],
                                           b[f'{side}_frequency'])
       action = t._sample(side, agent_lib.first_time_step(obs[side]))  # pylint: disable=protected-access
@@ -128,9 +128,9 @@ def throughput(s, batch_size):
 
   def policy_update(b):
     outs = []
-    for side in loop.SIDES:
+    for side in environment.SIDES:
       obs = core.observe(b)[side]
-      exp = loop._one_step_episodes(  # pylint: disable=protected-access
+      exp = trainer_lib.one_step_episodes(
           obs, tf.zeros_like(b[side]), tf.zeros([tf.shape(b[side])[0]]))
       with tf.summary.record_if(False):
         outs.append(t.agents[side].train(

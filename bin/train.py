@@ -133,10 +133,10 @@ def main(argv):
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except loop.TrainingError as e:
+  except errors.TrainingError as e:
     print(f'error: training stopped: {e}', file=sys.stderr)
     sys.exit(1)
-  except loop.RunInterrupted as e:
+  except errors.RunInterrupted as e:
     print(f'interrupted: {e}', file=sys.stderr)
     sys.exit(130)
   except KeyboardInterrupt:  # before the run's own handler is installed

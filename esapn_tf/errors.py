@@ -12,3 +12,11 @@ class UserInputError(ValueError):
 
 class DataError(UserInputError):
   """A ratings file, archive or folder that cannot be read as MovieLens."""
+
+
+class TrainingError(RuntimeError):
+  """The run cannot go on (e.g. a NaN loss); the message names the step."""
+
+
+class RunInterrupted(RuntimeError):
+  """SIGINT or SIGTERM: a checkpoint was written; rerunning resumes."""

@@ -21,6 +21,7 @@ from esapn_tf import config
 from esapn_tf import errors
 from esapn_tf.data import stream
 from esapn_tf.training import loop
+from esapn_tf.training import trainer
 from tests import real_data
 
 _NUM_RATINGS = 3000
@@ -228,9 +229,9 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
     loop.run_experiment(cfg, workdir, verbose=False)
     earlier = _read(os.path.join(workdir, 'results.json'))
     with mock.patch.object(
-        loop.Trainer, 'run', autospec=True,
-        side_effect=loop.TrainingError('non-finite training loss at step 3')):
-      with self.assertRaisesRegex(loop.TrainingError, 'non-finite'):
+        trainer.Trainer, 'run', autospec=True,
+        side_effect=errors.TrainingError('non-finite training loss at step 3')):
+      with self.assertRaisesRegex(errors.TrainingError, 'non-finite'):
         loop.run_experiment(cfg, workdir, verbose=False)
 
     # Nothing lost: the earlier results.json, byte for byte, in the archive.

@@ -17,6 +17,7 @@ from absl.testing import parameterized
 from esapn_tf import config
 from esapn_tf import errors
 from esapn_tf.training import loop
+from esapn_tf.training import trainer
 from esapn_tf.training import workdir as workdir_lib
 from tests import real_data
 
@@ -191,7 +192,7 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
 
   def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    init = loop.Trainer.__init__
+    init = trainer.Trainer.__init__
 
     def poisoned_init(trainer, *args, **kwargs):
       init(trainer, *args, **kwargs)
@@ -204,8 +205,8 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
         return out
       trainer.learn = poisoned
 
-    with mock.patch.object(loop.Trainer, '__init__', poisoned_init):
-      with self.assertRaisesRegex(loop.TrainingError,
+    with mock.patch.object(trainer.Trainer, '__init__', poisoned_init):
+      with self.assertRaisesRegex(errors.TrainingError,
                                   'non-finite training loss at step 4'):
         loop.run_experiment(_small_config(checkpoint_every=1), workdir,
                             verbose=False)

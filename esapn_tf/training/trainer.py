@@ -1,0 +1,354 @@
+"""`Trainer`: the model, the agents and the compiled steps of one run.
+
+`run` goes through the train part then the test part of the stream, one
+batch at a time (`loop.py` says in which order the policies and the
+recommender learn), and keeps everything an exact resume needs in variables
+that `checkpoint()` holds.
+"""
+
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
+
+from esapn_tf import config as config_lib
+from esapn_tf import errors
+from esapn_tf.data import stream as stream_lib
+from esapn_tf.models import recommender
+from esapn_tf.search import agent as agent_lib
+from esapn_tf.search import environment
+from esapn_tf.training import lazy_adam
+from esapn_tf.training import outputs
+
+SIDES = environment.SIDES
+
+
+def _means(row) -> Dict[str, float]:
+  """{'loss', 'accuracy'} means of a (count, loss sum, hit sum) row."""
+  count = max(row[0], 1)
+  return {'loss': row[1] / count, 'accuracy': row[2] / count}
+
+
+def one_step_episodes(observation, action, reward):
+  """`[batch, 1]` trajectories: each decision is a one-step episode."""
+  expand = lambda x: tf.expand_dims(x, 1)
+  batch = tf.shape(action)[0]
+  return trajectory.Trajectory(
+      step_type=tf.fill([batch, 1], ts.StepType.FIRST),
+      observation=tf.nest.map_structure(expand, observation),
+      action=expand(action),
+      policy_info=(),
+      next_step_type=tf.fill([batch, 1], ts.StepType.LAST),
+      reward=expand(reward),
+      discount=tf.zeros([batch, 1]))
+
+
+class Trainer:
+  """Owns the model, the agents and the compiled steps of one run."""
+
+  def __init__(self, cfg: config_lib.ExperimentConfig,
+               s: stream_lib.Stream):
+    self.cfg = cfg
+    self.stream = s
+    self.search = cfg.search.method == 'esapn'
+    self.next_appearance = cfg.search.reward == 'next_appearance'
+    self.sizes = sizes = cfg.embedding_sizes
+    self.model = recommender.Recommender(
+        s.num_users, s.num_items, sizes, task=cfg.model.task,
+        hidden_units=cfg.model.hidden_units,
+        batch_norm_momentum=cfg.model.batch_norm_momentum)
+    self.model.build_all()
+    self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
+                                        cfg.model.learning_rate)
+    self.core = environment.SearchCore(
+        self.model, self.optimizer, cfg.search.history_length,
+        jit_compile=cfg.train.jit_compile)
+    self.agents = {}
+    if self.search:
+      for side in SIDES:
+        self.agents[side] = agent_lib.make_agent(
+            len(sizes), cfg.search.policy_learning_rate,
+            cfg.search.num_frequency_buckets,
+            cfg.search.frequency_embedding_dim,
+            cfg.search.policy_hidden_units,
+            normalize_returns=cfg.search.normalize_returns,
+            name=f'{side}_policy')
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    # Where the run is and what it has counted (restored on resume).
+    self.position = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                name='position')  # examples done
+    self.metric_sums = tf.Variable(tf.zeros([2, 3], tf.float64),
+                                   trainable=False, name='metric_sums')
+    self.bucket_sums = tf.Variable(
+        tf.zeros([2, 3, cfg.search.num_frequency_buckets], tf.float64),
+        trainable=False, name='bucket_sums')
+    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                     name='train_seconds')
+    # Raw MovieLens id of each row, so that a checkpoint alone can serve raw
+    # ids (export); int64 [num_users] and [num_items], ascending.
+    self.vocab = {
+        'user': tf.Variable(s.user_vocab, trainable=False, name='user_vocab'),
+        'item': tf.Variable(s.item_vocab, trainable=False, name='item_vocab'),
+    }
+    # One trace for every batch shape (the last batch of a part is smaller):
+    # tracing the TF-Agents graphs costs seconds, XLA then compiles per shape.
+    signature = [{
+        'user': tf.TensorSpec([None], tf.int32),
+        'item': tf.TensorSpec([None], tf.int32),
+        'label': tf.TensorSpec([None], tf.as_dtype(s.label.dtype)),
+        'user_frequency': tf.TensorSpec([None], tf.int32),
+        'item_frequency': tf.TensorSpec([None], tf.int32),
+    }]
+    self.policy_update = tf.function(self._policy_update,
+                                     input_signature=signature)
+    # The TF-Agents parts run in graph mode around the XLA-compiled
+    # recommender step. (Compiling the whole step with XLA is ~15% faster per
+    # step but costs a full recompilation for every batch shape: slower end
+    # to end on ml-latest-small; BUILD_NOTES.md.)
+    self.learn = tf.function(self._learn, input_signature=signature)
+
+  # ------------------------------------------------------------ one step
+  def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
+    """Step 1: REINFORCE on the previous batch, per side."""
+    obs = self.core.observe(prev)
+    actions = {side: self._sample(side, agent_lib.first_time_step(obs[side]))
+               for side in SIDES}
+    rewards, weights = self.core.rewards(prev, actions)
+    stats = {}
+    for side in SIDES:
+      experience = one_step_episodes(obs[side], actions[side], rewards[side])
+      with tf.summary.record_if(False):  # we write our own policy summaries
+        loss_info = self.agents[side].train(
+            experience, weights=tf.expand_dims(weights[side], 1))
+      n = tf.maximum(tf.reduce_sum(weights[side]), 1.0)
+      stats[f'{side}_reward'] = tf.reduce_sum(rewards[side] * weights[side]) / n
+      stats[f'{side}_policy_loss'] = loss_info.loss
+    return stats
+
+  def _sample(self, side: str, time_step) -> tf.Tensor:
+    """int32 `[batch]` actions drawn from the side's collect policy.
+
+    Gumbel-max on the policy's logits with stateless noise keyed by
+    (seed, side, step): the same run draws the same actions, with or without
+    XLA (whose `tf.random.categorical` ignores seeds).
+    """
+    dist = self.agents[side].collect_policy.distribution(time_step).action
+    logits = dist.logits_parameter()
+    seed = tf.stack([tf.cast(self.cfg.train.seed, tf.int64),
+                     self.step * 2 + SIDES.index(side)])
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed,
+                                          minval=1e-20, maxval=1.0)
+    gumbel = -tf.math.log(-tf.math.log(uniform))
+    return tf.argmax(logits + gumbel, -1, output_type=tf.int32)
+
+  def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
+    """Actions, enlargement and one recommender step on `batch`.
+
+    Reward 'tentative' (DESIGN.md §3 as written): the greedy policies act.
+    Reward 'next_appearance': the collect policies sample (REINFORCE needs
+    on-policy samples), one decision per id at its last copy in the batch;
+    after the recommender step, the decisions that this batch's first copies
+    resolve are rewarded and each agent takes one REINFORCE step.
+    """
+    core = self.core
+    obs = core.observe(batch)
+    enlarge, actions, deciding, baselines = {}, {}, {}, {}
+    for side in SIDES:
+      ids = batch[side]
+      if not self.search:
+        enlarge[side] = tf.zeros_like(ids, tf.bool)
+        continue
+      time_step = agent_lib.first_time_step(obs[side])
+      if self.next_appearance:
+        _, deciding[side] = core.occurrence_masks(
+            side, ids, batch[f'{side}_frequency'])
+        baselines[side], _ = core.history_mean(side, ids)
+        actions[side] = self._sample(side, time_step)
+      else:
+        deciding[side] = tf.ones_like(ids, tf.bool)
+        actions[side] = self.agents[side].policy.action(time_step).action
+      enlarge[side] = environment.any_per_id(
+          ids, tf.logical_and(deciding[side],
+                              tf.equal(actions[side], agent_lib.ENLARGE)),
+          core.embeddings[side].num_ids)
+    out = core.train_step(batch, enlarge['user'], enlarge['item'])
+    if self.search and self.next_appearance:
+      for side in SIDES:
+        observation, action, reward, weight = core.pending_experience(
+            side, batch, out['loss'], baselines[side])
+        with tf.summary.record_if(False):  # we write our own policy summaries
+          loss_info = self.agents[side].train(
+              one_step_episodes(observation, action, reward),
+              weights=tf.expand_dims(weight, 1))
+        n = tf.maximum(tf.reduce_sum(weight), 1.0)
+        out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
+        out[f'{side}_policy_loss'] = loss_info.loss
+        core.record_decisions(side, batch[side], obs[side], actions[side],
+                              deciding[side])
+    self.step.assign_add(1)
+    return out
+
+  # --------------------------------------------------------- summaries
+  def write_summaries(self, out, stats, test: Optional[Dict[str, float]]):
+    step = self.step
+    tf.summary.scalar('train/loss', tf.reduce_mean(out['loss']), step=step)
+    tf.summary.scalar('train/accuracy', tf.reduce_mean(out['correct']),
+                      step=step)
+    for side in SIDES:
+      emb = self.core.embeddings[side]
+      dims = tf.gather(tf.constant(self.sizes, tf.float32), emb.size_index)
+      tf.summary.scalar(f'embedding/{side}_mean_size', tf.reduce_mean(dims),
+                        step=step)
+      tf.summary.histogram(f'embedding/{side}_size_index', emb.size_index,
+                           step=step)
+      tf.summary.scalar(
+          f'policy/{side}_fraction_enlarged',
+          tf.reduce_mean(tf.cast(out[f'{side}_enlarged'], tf.float32)),
+          step=step)
+      if stats:
+        tf.summary.scalar(f'policy/{side}_mean_reward',
+                          stats[f'{side}_reward'], step=step)
+        tf.summary.scalar(f'policy/{side}_loss',
+                          stats[f'{side}_policy_loss'], step=step)
+    if test:
+      for k, v in test.items():
+        tf.summary.scalar(f'test/{k}', v, step=step)
+
+  # --------------------------------------------------------------- run
+  def run(self, writer, progress: outputs.Progress,
+          on_step: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """Runs (or, after a restore, continues) the train and test passes.
+
+    The stream position, the metric sums and the train seconds live in
+    variables (`self.position`, `self.metric_sums`, `self.bucket_sums`,
+    `self.train_seconds`) so that a checkpoint taken between two steps holds
+    everything needed to continue exactly.
+
+    Args:
+      writer: TensorBoard writer.
+      progress: progress printer.
+      on_step: called after every batch (checkpointing, interruption).
+
+    Returns:
+      The metrics (train and test accuracy, loss and examples).
+    """
+    cfg, s = self.cfg, self.stream
+    bs = cfg.train.batch_size
+    position = int(self.position)
+    sums = self.metric_sums.numpy()  # rows: train, test; (n, loss, hits)
+    buckets = outputs.FrequencyBuckets(cfg.search.num_frequency_buckets)
+    for i, side in enumerate(SIDES):
+      buckets.sums[side] = self.bucket_sums[i].numpy()
+    prev = None
+    if position and self.search and not self.next_appearance:
+      # The batch before `position` (batches start every `bs` examples from
+      # the start of each part).
+      part_start = s.num_train if position > s.num_train else 0
+      lo = part_start + (position - part_start - 1) // bs * bs
+      prev = next(iter(stream_lib.make_dataset(s, lo, position, bs)))
+    progress.done = position
+    with writer.as_default():
+      for phase, lo, hi in (('train', 0, s.num_train),
+                            ('test', s.num_train, s.num_examples)):
+        if position >= hi:
+          continue
+        phase_start = time.perf_counter()
+        # `position` is a batch boundary, so the batches from it are the
+        # ones an uninterrupted run sees.
+        for batch in stream_lib.make_dataset(s, max(lo, position), hi, bs):
+          self._step(batch, phase, sums, buckets, prev, progress)
+          prev = batch
+          if on_step is not None:
+            on_step()
+        if phase == 'train':
+          self.train_seconds.assign_add(time.perf_counter() - phase_start)
+        progress.update(0, phase, _means(sums[int(phase == 'test')]), force=True)
+      writer.flush()
+
+    def summary(row):
+      count, loss, correct = row
+      return {'examples': int(count),
+              'loss': float(loss / count) if count else float('nan'),
+              'accuracy': float(correct / count) if count else float('nan')}
+
+    seconds = float(self.train_seconds)
+    return {'train': summary(sums[0]), 'test': summary(sums[1]),
+            'per_frequency': buckets,
+            'train_examples_per_second':
+                s.num_train / seconds if seconds else 0.0}
+
+  def _step(self, batch, phase, sums, buckets, prev, progress) -> None:
+    """One batch: test scoring first (test part), then learning."""
+    cfg = self.cfg
+    n = int(batch['user'].shape[0])
+    learn = phase == 'train' or cfg.train.test_mode == 'prequential'
+    test_metrics = None
+    if phase == 'test':
+      ev = self.core.evaluate(batch)
+      loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
+      sums[1] += (n, loss.sum(), correct.sum())
+      for side in SIDES:
+        buckets.add(side, batch[f'{side}_frequency'].numpy(), loss, correct)
+      test_metrics = _means(sums[1])
+    stats = {}
+    if learn:
+      if self.search and not self.next_appearance and prev is not None:
+        stats = self.policy_update(prev)
+      out = self.learn(batch)
+      if self.search and self.next_appearance:
+        stats = out
+      if phase == 'train':
+        loss = out['loss'].numpy()
+        if not np.all(np.isfinite(loss)):
+          raise errors.TrainingError(
+              f'non-finite training loss at step {int(self.step)}; the last '
+              'good checkpoint is kept; lower --learning_rate or check the '
+              'data')
+        sums[0] += (n, loss.sum(), out['correct'].numpy().sum())
+      if int(self.step) % cfg.train.summary_every == 0:
+        self.write_summaries(out, stats, test_metrics)
+    self.position.assign_add(n)
+    self.metric_sums.assign(sums)
+    self.bucket_sums.assign(np.stack([buckets.sums[side] for side in SIDES]))
+    progress.update(n, phase, _means(sums[int(phase == 'test')]))
+
+  def memory(self) -> Dict[str, Any]:
+    reference = self.cfg.model.candidate_sizes[-1]
+    return {side: outputs.memory_table(
+        self.core.embeddings[side].size_index.numpy(), self.sizes, reference)
+            for side in SIDES}
+
+  def policy_table(self, max_bucket: int = 12) -> Dict[str, Any]:
+    """P(enlarge) of each side's final policy on a (frequency, size) grid.
+
+    Returns:
+      `{side: {'frequency': [1, 2, 4, ...], 'probability': [[p per size
+      index] per frequency]}}`; empty for methods without a policy.
+    """
+    table = {}
+    frequencies = [2**b for b in range(max_bucket + 1)]
+    n = len(self.sizes)
+    f = tf.constant(np.repeat(frequencies, n), tf.int32)
+    s = tf.constant(np.tile(np.arange(n), len(frequencies)), tf.int32)
+    for side, agent in self.agents.items():
+      dist = agent.collect_policy.distribution(
+          agent_lib.first_time_step({'frequency': f, 'size_index': s})).action
+      p = dist.probs_parameter().numpy()[:, agent_lib.ENLARGE]
+      table[side] = {'frequency': frequencies,
+                     'probability': np.round(p.reshape(-1, n), 4).tolist()}
+    return table
+
+  def checkpoint(self) -> tf.train.Checkpoint:
+    parts = {'model': self.model, 'optimizer': self.optimizer,
+             'core': self.core, 'step': self.step,
+             'position': self.position, 'metric_sums': self.metric_sums,
+             'bucket_sums': self.bucket_sums,
+             'train_seconds': self.train_seconds,
+             'user_vocab': self.vocab['user'],
+             'item_vocab': self.vocab['item']}
+    for side, agent in self.agents.items():
+      parts[f'{side}_policy'] = agent
+    return tf.train.Checkpoint(**parts)
