@@ -29,6 +29,13 @@ LOADERS = config.LOADERS
 _DENSE_ID_FACTOR = 8
 
 
+def _require_choice(field: str, value: str, choices) -> None:
+  """Raises UserInputError naming `field`, `value` and the valid choices."""
+  if value not in choices:
+    raise errors.UserInputError(
+        f'{field} is {value!r}; valid {field}s: {", ".join(choices)}')
+
+
 def binary_labels(rating: np.ndarray) -> np.ndarray:
   """Binary labels (DESIGN.md section 2): 1 if rating > 3.5 else 0.
 
@@ -166,12 +173,8 @@ def build_stream(r: ratings.Ratings,
     errors.UserInputError: unknown task or order, train_fraction outside (0, 1].
     errors.DataError: no ratings.
   """
-  if task not in TASKS:
-    raise errors.UserInputError(
-        f'task is {task!r}; valid tasks: {", ".join(TASKS)}')
-  if order not in ORDERS:
-    raise errors.UserInputError(
-        f'order is {order!r}; valid orders: {", ".join(ORDERS)}')
+  _require_choice('task', task, TASKS)
+  _require_choice('order', order, ORDERS)
   if not 0.0 < train_fraction <= 1.0:
     raise errors.UserInputError(
         f'train_fraction is {train_fraction}; it must lie in (0, 1]')
@@ -277,12 +280,8 @@ def load_ratings(dataset: str,
       data_dir; ml-latest with tfds.
     errors.DataError: unreadable or invalid data.
   """
-  if dataset not in DATASETS:
-    raise errors.UserInputError(
-        f'dataset is {dataset!r}; valid datasets: {", ".join(DATASETS)}')
-  if loader not in LOADERS:
-    raise errors.UserInputError(
-        f'loader is {loader!r}; valid loaders: {", ".join(LOADERS)}')
+  _require_choice('dataset', dataset, DATASETS)
+  _require_choice('loader', loader, LOADERS)
   if dataset == 'synthetic':
     r = synthetic.generate(synthetic_num_ratings, seed).head(max_ratings)
     source = r.name

@@ -314,20 +314,14 @@ class SearchCore(tf.Module):
     """Scores a batch before learning from it (BN in inference mode).
 
     Returns:
-      dict of float32 `[batch]`: 'loss', 'correct', and 'probability'
-      (binary: `[batch]`; multiclass: `[batch, 5]`).
+      dict of float32 `[batch]`: 'loss' and 'correct'.
     """
     logits = self.model(batch, training=False)
-    if self.task == 'binary':
-      probability = tf.sigmoid(logits)
-    else:
-      probability = tf.nn.softmax(logits)
     return {
         'loss': recommender.per_example_loss(self.task, batch['label'],
                                              logits),
         'correct': recommender.per_example_correct(self.task, batch['label'],
                                                    logits),
-        'probability': probability,
     }
 
 
