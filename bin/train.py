@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 from esapn_tf import config as config_lib  # noqa: E402
 from esapn_tf import errors  # noqa: E402
@@ -52,9 +53,11 @@ flags.DEFINE_list('candidate_sizes', [str(d) for d in _M.candidate_sizes],
                   'Strictly increasing embedding sizes (dimensions).')
 flags.DEFINE_integer('hidden_units', _M.hidden_units, 'MLP hidden width.')
 flags.DEFINE_float('learning_rate', _M.learning_rate, 'Recommender Adam lr.')
-flags.DEFINE_string('method', _S.method, 'esapn or fixed.')
+flags.DEFINE_string('method', _S.method,
+                    ', '.join(config_lib.METHODS) + ' (README "Methods").')
 flags.DEFINE_integer('fixed_size', _S.fixed_size,
-                     'Size for method=fixed (0 = largest candidate).')
+                     'Size for method=fixed or pruned (0 = largest '
+                     'candidate).')
 flags.DEFINE_string('reward', _S.reward,
                     'next_appearance (default) or tentative (DESIGN.md §3 '
                     'as written); see BUILD_NOTES.md.')
@@ -64,6 +67,19 @@ flags.DEFINE_integer('history_length', _S.history_length,
                      'T: past losses averaged in the reward.')
 flags.DEFINE_bool('normalize_returns', _S.normalize_returns,
                   'Standardise REINFORCE returns per batch.')
+flags.DEFINE_float('architecture_learning_rate',
+                   _S.architecture_learning_rate,
+                   'darts/autoemb: Adam lr of the architecture weights or '
+                   'the controller.')
+flags.DEFINE_integer('controller_hidden_units', _S.controller_hidden_units,
+                     'autoemb: width of the controller MLP.')
+flags.DEFINE_float('mde_temperature', _S.mde_temperature,
+                   'mde: alpha in d ~ frequency^alpha, in [0, 1].')
+flags.DEFINE_float('prune_user_fraction', _S.prune_user_fraction,
+                   'pruned: share of the FIXED user table entries kept '
+                   "(bin/compare.py passes ESAPN's memory ratio).")
+flags.DEFINE_float('prune_item_fraction', _S.prune_item_fraction,
+                   'pruned: the same for the item table.')
 flags.DEFINE_integer('batch_size', _T.batch_size, 'Examples per step.')
 flags.DEFINE_integer('seed', _T.seed, 'Seed of split, init and sampling.')
 flags.DEFINE_string('test_mode', _T.test_mode, 'prequential or frozen.')
@@ -106,7 +122,12 @@ def build_config() -> config_lib.ExperimentConfig:
           reward=FLAGS.reward,
           policy_learning_rate=FLAGS.policy_learning_rate,
           history_length=FLAGS.history_length,
-          normalize_returns=FLAGS.normalize_returns),
+          normalize_returns=FLAGS.normalize_returns,
+          architecture_learning_rate=FLAGS.architecture_learning_rate,
+          controller_hidden_units=FLAGS.controller_hidden_units,
+          mde_temperature=FLAGS.mde_temperature,
+          prune_user_fraction=FLAGS.prune_user_fraction,
+          prune_item_fraction=FLAGS.prune_item_fraction),
       train=config_lib.TrainConfig(
           batch_size=FLAGS.batch_size, seed=FLAGS.seed,
           test_mode=FLAGS.test_mode, jit_compile=FLAGS.jit_compile,
@@ -119,6 +140,9 @@ def build_config() -> config_lib.ExperimentConfig:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # TensorFlow's own INFO lines (checkpoint saving) would interleave with
+  # the progress lines.
+  logging.set_verbosity(logging.WARNING)
   from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()

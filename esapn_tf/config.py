@@ -16,7 +16,11 @@ TASKS = ('binary', 'multiclass')
 ORDERS = ('random', 'chronological')
 LOADERS = ('grouplens', 'tfds')
 TEST_MODES = ('prequential', 'frozen')
-METHODS = ('esapn', 'fixed')
+METHODS = ('esapn', 'fixed', 'darts', 'autoemb', 'mde', 'pruned')
+# Methods whose model holds one table per candidate size (the others: one).
+MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde')
+# Methods that mix every size softly (DESIGN.md §4).
+SOFT_METHODS = ('darts', 'autoemb')
 REWARDS = ('next_appearance', 'tentative')
 DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
             'ml-latest-small')
@@ -96,8 +100,8 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
   """The size-search method and its policy (DESIGN.md §3)."""
-  method: str = 'esapn'  # 'esapn' (REINFORCE policy) or 'fixed' (no search)
-  fixed_size: int = 0  # dims for method=fixed; 0 = the largest candidate
+  method: str = 'esapn'  # one of METHODS (README "Methods")
+  fixed_size: int = 0  # dims for fixed and pruned; 0 = the largest candidate
   reward: str = 'next_appearance'  # or 'tentative' (search/environment.py)
   policy_learning_rate: float = 1e-4  # for each policy's Adam
   history_length: int = 5  # T: past losses averaged in the reward
@@ -105,6 +109,13 @@ class SearchConfig:
   frequency_embedding_dim: int = 32  # width of the frequency embedding
   num_frequency_buckets: int = 32  # log2 buckets; beyond the last: clamped
   normalize_returns: bool = False  # REINFORCE return normalisation per batch
+  architecture_learning_rate: float = 1e-3  # darts/autoemb: Adam lr of the
+  # architecture weights (darts) or the controller (autoemb)
+  controller_hidden_units: int = 64  # autoemb: width of the controller MLP
+  mde_temperature: float = 0.5  # mde: alpha of d ~ frequency^alpha, in [0, 1]
+  prune_user_fraction: float = 0.0  # pruned: share of FIXED's user
+  # embedding entries kept (ESAPN's memory ratio in bin/compare.py), (0, 1]
+  prune_item_fraction: float = 0.0  # pruned: the same for items
 
   def __post_init__(self):
     _check_choice('method', self.method, METHODS)
@@ -115,6 +126,21 @@ class SearchConfig:
     _check_range('num_frequency_buckets', self.num_frequency_buckets, 2, 64)
     if self.fixed_size < 0:
       _fail('fixed_size', self.fixed_size, 'use 0 (largest) or a candidate')
+    _check_range('architecture_learning_rate', self.architecture_learning_rate,
+                 0.0, 1.0, low_open=True)
+    _check_range('controller_hidden_units', self.controller_hidden_units, 1,
+                 65536)
+    _check_range('mde_temperature', self.mde_temperature, 0.0, 1.0)
+    for side in ('user', 'item'):
+      field = f'prune_{side}_fraction'
+      value = getattr(self, field)
+      if self.method == 'pruned':
+        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+          _fail(field, value, '--method=pruned needs the share of FIXED '
+                'table entries to keep, in (0, 1] (bin/compare.py passes '
+                "ESAPN's memory ratio)")
+      elif value:
+        _fail(field, value, 'it applies to --method=pruned only; leave it 0')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +176,8 @@ class ExperimentConfig:
 
   def __post_init__(self):
     sizes = self.model.candidate_sizes
-    if self.search.method == 'fixed' and self.search.fixed_size not in (
-        0,) + sizes:
+    if self.search.method in ('fixed', 'pruned') and (
+        self.search.fixed_size not in (0,) + sizes):
       _fail('fixed_size', self.search.fixed_size,
             f'use 0 or one of the candidate sizes {sizes}')
 
@@ -159,11 +185,11 @@ class ExperimentConfig:
   def embedding_sizes(self) -> Tuple[int, ...]:
     """The sizes the model's tables are built with (dimensions).
 
-    ESAPN: every candidate size; FIXED: the one size `fixed_size` (0 = the
-    largest candidate).
+    ESAPN, DARTS, AutoEmb and MDE: every candidate size; FIXED and pruned:
+    the one size `fixed_size` (0 = the largest candidate).
     """
     sizes = self.model.candidate_sizes
-    if self.search.method != 'esapn':
+    if self.search.method not in MULTI_SIZE_METHODS:
       sizes = (self.search.fixed_size or sizes[-1],)
     return sizes
 

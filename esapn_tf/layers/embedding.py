@@ -13,17 +13,12 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 
-@tf.keras.utils.register_keras_serializable(package='esapn_tf')
-class MultiSizeEmbedding(tf.keras.layers.Layer):
-  """Embedding tables of several sizes with hard per-id size selection.
+class SizedTables(tf.keras.layers.Layer):
+  """Base of the embedding layers: one table per candidate size, per id.
 
-  Input: `ids` int32/int64 `[batch]`, rows in `0..num_ids-1`.
-  Output: float32 `[batch, candidate_sizes[-1]]`, in (-1, 1) (tanh).
-
-  Variables: tables `E_k` float32 `[num_ids, d_k]`, lifting kernels
-  `W_{k->k+1}` `[d_k, d_{k+1}]` and biases `[d_{k+1}]`, one BatchNormalization
-  over `d_n`, and the non-trainable `size_index` int32 `[num_ids]` (all 0 at
-  the start: every id begins at the smallest size).
+  Holds the constructor's validation, the tables `E_k` float32
+  `[num_ids, d_k]` (`_build_tables`), the non-trainable `size_index` int32
+  `[num_ids]` (0 at the start) and `get_config`.
   """
 
   def __init__(self,
@@ -39,7 +34,7 @@ class MultiSizeEmbedding(tf.keras.layers.Layer):
       candidate_sizes: strictly increasing embedding sizes in dimensions,
         e.g. (2, 4, 8, 16, 64, 128).
       embeddings_initializer: Keras initializer for the tables.
-      batch_norm_momentum: momentum of the moving statistics of the BN.
+      batch_norm_momentum: momentum of the moving statistics of the BN(s).
       **kwargs: passed to `tf.keras.layers.Layer`.
 
     Raises:
@@ -69,7 +64,8 @@ class MultiSizeEmbedding(tf.keras.layers.Layer):
   def output_dim(self) -> int:
     return self.candidate_sizes[-1]
 
-  def build(self, input_shape):
+  def _build_tables(self) -> None:
+    """Creates `tables` (one per size) and `size_index`."""
     # A fresh initializer per table: one unseeded instance called twice
     # would give every table of the same shape the same values.
     init = self.embeddings_initializer
@@ -80,6 +76,43 @@ class MultiSizeEmbedding(tf.keras.layers.Layer):
             trainable=True)
         for d in self.candidate_sizes
     ]
+    self.size_index = self.add_weight(
+        name='size_index', shape=(self.num_ids,), dtype=tf.int32,
+        initializer='zeros', trainable=False)
+
+  def size_counts(self) -> tf.Tensor:
+    """int32 `[n]`: how many ids sit at each candidate size."""
+    return tf.math.bincount(self.size_index, minlength=self.num_sizes,
+                            maxlength=self.num_sizes, dtype=tf.int32)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        'num_ids': self.num_ids,
+        'candidate_sizes': list(self.candidate_sizes),
+        'embeddings_initializer': tf.keras.initializers.serialize(
+            self.embeddings_initializer),
+        'batch_norm_momentum': self.batch_norm_momentum,
+    })
+    return config
+
+
+@tf.keras.utils.register_keras_serializable(package='esapn_tf')
+class MultiSizeEmbedding(SizedTables):
+  """Embedding tables of several sizes with hard per-id size selection.
+
+  Input: `ids` int32/int64 `[batch]`, rows in `0..num_ids-1`.
+  Output: float32 `[batch, candidate_sizes[-1]]`, in (-1, 1) (tanh).
+
+  Variables: tables `E_k` float32 `[num_ids, d_k]`, lifting kernels
+  `W_{k->k+1}` `[d_k, d_{k+1}]` and biases `[d_{k+1}]`, one BatchNormalization
+  over `d_n`, and the non-trainable `size_index` int32 `[num_ids]` (all 0 at
+  the start: every id begins at the smallest size). Constructor arguments:
+  `SizedTables`.
+  """
+
+  def build(self, input_shape):
+    self._build_tables()
     self.lift_kernels = []
     self.lift_biases = []
     for d_in, d_out in zip(self.candidate_sizes, self.candidate_sizes[1:]):
@@ -89,9 +122,6 @@ class MultiSizeEmbedding(tf.keras.layers.Layer):
       self.lift_biases.append(self.add_weight(
           name=f'lift_{d_in}_to_{d_out}_bias', shape=(d_out,),
           initializer='zeros', trainable=True))
-    self.size_index = self.add_weight(
-        name='size_index', shape=(self.num_ids,), dtype=tf.int32,
-        initializer='zeros', trainable=False)
     self.batch_norm = tf.keras.layers.BatchNormalization(
         momentum=self.batch_norm_momentum, name='batch_norm')
     self.batch_norm.build((None, self.output_dim))
@@ -168,19 +198,3 @@ class MultiSizeEmbedding(tf.keras.layers.Layer):
     self.size_index.scatter_nd_update(
         scatter_ids, current + tf.cast(selected, tf.int32))
     return selected
-
-  def size_counts(self) -> tf.Tensor:
-    """int32 `[n]`: how many ids sit at each candidate size."""
-    return tf.math.bincount(self.size_index, minlength=self.num_sizes,
-                            maxlength=self.num_sizes, dtype=tf.int32)
-
-  def get_config(self):
-    config = super().get_config()
-    config.update({
-        'num_ids': self.num_ids,
-        'candidate_sizes': list(self.candidate_sizes),
-        'embeddings_initializer': tf.keras.initializers.serialize(
-            self.embeddings_initializer),
-        'batch_norm_momentum': self.batch_norm_momentum,
-    })
-    return config

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from esapn_tf.layers import embedding
+from esapn_tf.layers import soft_embedding
 
 TASK_OUTPUTS = {'binary': 1, 'multiclass': 5}
 
@@ -21,6 +22,10 @@ class Recommender(tf.keras.Model):
 
   Call input: a dict with `'user'` and `'item'` int32 `[batch]` rows.
   Call output: logits float32 `[batch]` (binary) or `[batch, 5]` (multiclass).
+
+  The embeddings are `MultiSizeEmbedding`s (one hard size per id: ESAPN,
+  FIXED, MDE, pruned), or with `soft_sizes=True` `SoftSizeEmbedding`s (a
+  soft mixture of every size: DARTS, AutoEmb; DESIGN.md §4).
   """
 
   def __init__(self,
@@ -30,6 +35,7 @@ class Recommender(tf.keras.Model):
                task: str = 'binary',
                hidden_units: int = 512,
                batch_norm_momentum: float = 0.9,
+               soft_sizes: bool = False,
                **kwargs):
     """Creates the model.
 
@@ -40,6 +46,7 @@ class Recommender(tf.keras.Model):
       task: 'binary' or 'multiclass'.
       hidden_units: width of the hidden layer.
       batch_norm_momentum: momentum of every BN's moving statistics.
+      soft_sizes: use `SoftSizeEmbedding` (soft mixture of sizes).
       **kwargs: passed to `tf.keras.Model`.
 
     Raises:
@@ -55,10 +62,13 @@ class Recommender(tf.keras.Model):
     self.task = task
     self.hidden_units = int(hidden_units)
     self.batch_norm_momentum = float(batch_norm_momentum)
-    self.user_embedding = embedding.MultiSizeEmbedding(
+    self.soft_sizes = bool(soft_sizes)
+    layer = (soft_embedding.SoftSizeEmbedding if self.soft_sizes else
+             embedding.MultiSizeEmbedding)
+    self.user_embedding = layer(
         num_users, self.candidate_sizes,
         batch_norm_momentum=batch_norm_momentum, name='user_embedding')
-    self.item_embedding = embedding.MultiSizeEmbedding(
+    self.item_embedding = layer(
         num_items, self.candidate_sizes,
         batch_norm_momentum=batch_norm_momentum, name='item_embedding')
     self.input_norm = tf.keras.layers.BatchNormalization(
@@ -77,22 +87,32 @@ class Recommender(tf.keras.Model):
            inputs: Dict[str, tf.Tensor],
            training=None,
            user_sizes: Optional[tf.Tensor] = None,
-           item_sizes: Optional[tf.Tensor] = None):
+           item_sizes: Optional[tf.Tensor] = None,
+           user_weights: Optional[tf.Tensor] = None,
+           item_weights: Optional[tf.Tensor] = None):
     """Logits for a batch of (user, item) pairs.
 
     Args:
       inputs: `{'user': int32 [batch], 'item': int32 [batch]}` rows.
       training: BN mode.
-      user_sizes: optional int32 `[batch]` size indices to use instead of
-        the stored ones (tentative sizes); same for `item_sizes`.
+      user_sizes: hard embeddings only: optional int32 `[batch]` size
+        indices to use instead of the stored ones; same for `item_sizes`.
+      user_weights: soft embeddings only: float32 `[batch, n]` mixture
+        weights (None: one-hot of the stored size); same for `item_weights`.
 
     Returns:
       float32 `[batch]` (binary) or `[batch, 5]` (multiclass) logits.
     """
-    v_user = self.user_embedding(inputs['user'], training=training,
-                                 size_indices=user_sizes)
-    v_item = self.item_embedding(inputs['item'], training=training,
-                                 size_indices=item_sizes)
+    if self.soft_sizes:
+      v_user = self.user_embedding(inputs['user'], training=training,
+                                   weights=user_weights)
+      v_item = self.item_embedding(inputs['item'], training=training,
+                                   weights=item_weights)
+    else:
+      v_user = self.user_embedding(inputs['user'], training=training,
+                                   size_indices=user_sizes)
+      v_item = self.item_embedding(inputs['item'], training=training,
+                                   size_indices=item_sizes)
     x = self.input_norm(tf.concat([v_user, v_item], -1), training=training)
     x = tf.tanh(self.hidden_norm(self.hidden(x), training=training))
     logits = self.out(x)
@@ -108,6 +128,7 @@ class Recommender(tf.keras.Model):
         'task': self.task,
         'hidden_units': self.hidden_units,
         'batch_norm_momentum': self.batch_norm_momentum,
+        'soft_sizes': self.soft_sizes,
         'name': self.name,
     }
 

@@ -284,21 +284,8 @@ class SearchCore(tf.Module):
       logits = self.model(batch, training=True)
       losses = recommender.per_example_loss(self.task, batch['label'], logits)
       loss = tf.reduce_mean(losses)
-    variables = self.dense_variables + self.tables
-    grads = tape.gradient(loss, variables)
-    if not isinstance(self.optimizer, lazy_adam.LazyAdam):
-      self.optimizer.apply_gradients(zip(grads, variables))
-    else:
-      n = len(self.dense_variables)
-      self.optimizer.apply_gradients(zip(grads[:n], self.dense_variables))
-      # Every table of a side was gathered once with the batch's ids, so one
-      # duplicate-summing pass per side serves all its tables.
-      table_grads = iter(grads[n:])
-      for side in SIDES:
-        self.optimizer.apply_row_gradients(
-            batch[side], [(next(table_grads).values, t)
-                          for t in self.embeddings[side].tables],
-            count_step=False)
+    apply_recommender_gradients(self.optimizer, tape, loss,
+                                self.dense_variables, self.embeddings, batch)
     for side in SIDES:
       self._push_history(side, batch[side], batch[f'{side}_frequency'],
                          losses)
@@ -323,6 +310,41 @@ class SearchCore(tf.Module):
         'correct': recommender.per_example_correct(self.task, batch['label'],
                                                    logits),
     }
+
+
+def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
+                                loss: tf.Tensor, dense_variables,
+                                embeddings: Dict[str, tf.keras.layers.Layer],
+                                batch: Batch) -> None:
+  """One optimizer step of the recommender on `loss`.
+
+  With `lazy_adam.LazyAdam`, the tables get row-sparse updates: every table
+  of a side was gathered once with the batch's ids, so one duplicate-summing
+  pass per side serves all its tables. Any other optimizer gets the plain
+  `apply_gradients`.
+
+  Args:
+    optimizer: the recommender's optimizer.
+    tape: the tape that recorded `loss`.
+    loss: float32 scalar.
+    dense_variables: the model's trainable variables other than the tables.
+    embeddings: `{'user': layer, 'item': layer}` with `tables`.
+    batch: the batch (`'user'` and `'item'` int32 `[batch]` rows).
+  """
+  tables = [t for side in SIDES for t in embeddings[side].tables]
+  variables = list(dense_variables) + tables
+  grads = tape.gradient(loss, variables)
+  if not isinstance(optimizer, lazy_adam.LazyAdam):
+    optimizer.apply_gradients(zip(grads, variables))
+    return
+  n = len(dense_variables)
+  optimizer.apply_gradients(zip(grads[:n], dense_variables))
+  table_grads = iter(grads[n:])
+  for side in SIDES:
+    optimizer.apply_row_gradients(
+        batch[side], [(next(table_grads).values, t)
+                      for t in embeddings[side].tables],
+        count_step=False)
 
 
 def any_per_id(ids: tf.Tensor, flags: tf.Tensor, num_ids: int) -> tf.Tensor:

@@ -156,6 +156,11 @@ def restore_run(workdir: str) -> RestoredRun:
         '--workdir of a finished bin/train.py run')
   with open(config_path, encoding='utf-8') as f:
     cfg = config_lib.ExperimentConfig.from_dict(json.load(f))
+  if cfg.search.method in config_lib.SOFT_METHODS:
+    raise errors.UserInputError(
+        f'{workdir!r} is a {cfg.search.method} run: its embeddings are a soft '
+        'mixture of every size, which the compact export does not serve; '
+        'export an esapn, fixed, mde or pruned run')
   checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
   if checkpoint is None:
     raise errors.UserInputError(

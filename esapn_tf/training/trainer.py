@@ -19,7 +19,9 @@ from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.models import recommender
 from esapn_tf.search import agent as agent_lib
+from esapn_tf.search import baselines
 from esapn_tf.search import environment
+from esapn_tf.search import soft_search
 from esapn_tf.training import lazy_adam
 from esapn_tf.training import outputs
 
@@ -53,19 +55,44 @@ class Trainer:
                s: stream_lib.Stream):
     self.cfg = cfg
     self.stream = s
-    self.search = cfg.search.method == 'esapn'
+    self.method = cfg.search.method
+    self.search = self.method == 'esapn'
+    self.soft = self.method in config_lib.SOFT_METHODS
     self.next_appearance = cfg.search.reward == 'next_appearance'
     self.sizes = sizes = cfg.embedding_sizes
     self.model = recommender.Recommender(
         s.num_users, s.num_items, sizes, task=cfg.model.task,
         hidden_units=cfg.model.hidden_units,
-        batch_norm_momentum=cfg.model.batch_norm_momentum)
+        batch_norm_momentum=cfg.model.batch_norm_momentum,
+        soft_sizes=self.soft)
     self.model.build_all()
     self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
                                         cfg.model.learning_rate)
-    self.core = environment.SearchCore(
-        self.model, self.optimizer, cfg.search.history_length,
-        jit_compile=cfg.train.jit_compile)
+    if self.soft:
+      self.core = soft_search.SoftSearchCore(
+          self.model, self.optimizer, cfg.search,
+          jit_compile=cfg.train.jit_compile)
+    else:
+      self.core = environment.SearchCore(
+          self.model, self.optimizer, cfg.search.history_length,
+          jit_compile=cfg.train.jit_compile)
+    if self.method == 'mde':
+      # Sizes from the final train frequencies, fixed for the whole run.
+      for side in SIDES:
+        emb = self.core.embeddings[side]
+        counts = np.bincount(getattr(s, side)[:s.num_train],
+                             minlength=emb.num_ids)
+        emb.size_index.assign(baselines.mde_size_indices(
+            counts, sizes, cfg.search.mde_temperature))
+    # pruned: the kept-entry masks, set at the end of the train part.
+    self.pruned = tf.Variable(False, trainable=False, name='pruned')
+    self.prune_masks = {}
+    if self.method == 'pruned':
+      self.prune_masks = {
+          side: tf.Variable(tf.ones_like(self.core.embeddings[side].tables[0]),
+                            trainable=False, name=f'{side}_prune_mask')
+          for side in SIDES}
+      self.apply_prune_masks = tf.function(self._apply_prune_masks)
     self.agents = {}
     if self.search:
       for side in SIDES:
@@ -147,6 +174,9 @@ class Trainer:
   def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
     """Actions, enlargement and one recommender step on `batch`.
 
+    DARTS and AutoEmb: the recommender step under the current soft weights
+    (`soft_search.py`; the trainer takes their architecture step first).
+
     Reward 'tentative' (DESIGN.md §3 as written): the greedy policies act.
     Reward 'next_appearance': the collect policies sample (REINFORCE needs
     on-policy samples), one decision per id at its last copy in the batch;
@@ -154,8 +184,12 @@ class Trainer:
     resolve are rewarded and each agent takes one REINFORCE step.
     """
     core = self.core
+    if self.soft:
+      out = core.train_step(batch)
+      self.step.assign_add(1)
+      return out
     obs = core.observe(batch)
-    enlarge, actions, deciding, baselines = {}, {}, {}, {}
+    enlarge, actions, deciding, history_means = {}, {}, {}, {}
     for side in SIDES:
       ids = batch[side]
       if not self.search:
@@ -165,7 +199,7 @@ class Trainer:
       if self.next_appearance:
         _, deciding[side] = core.occurrence_masks(
             side, ids, batch[f'{side}_frequency'])
-        baselines[side], _ = core.history_mean(side, ids)
+        history_means[side], _ = core.history_mean(side, ids)
         actions[side] = self._sample(side, time_step)
       else:
         deciding[side] = tf.ones_like(ids, tf.bool)
@@ -178,7 +212,7 @@ class Trainer:
     if self.search and self.next_appearance:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
-            side, batch, out['loss'], baselines[side])
+            side, batch, out['loss'], history_means[side])
         with tf.summary.record_if(False):  # we write our own policy summaries
           loss_info = self.agents[side].train(
               one_step_episodes(observation, action, reward),
@@ -199,15 +233,15 @@ class Trainer:
                       step=step)
     for side in SIDES:
       emb = self.core.embeddings[side]
-      dims = tf.gather(tf.constant(self.sizes, tf.float32), emb.size_index)
-      tf.summary.scalar(f'embedding/{side}_mean_size', tf.reduce_mean(dims),
-                        step=step)
+      tf.summary.scalar(f'embedding/{side}_mean_size',
+                        tf.reduce_mean(self.dims_per_id(side)), step=step)
       tf.summary.histogram(f'embedding/{side}_size_index', emb.size_index,
                            step=step)
-      tf.summary.scalar(
-          f'policy/{side}_fraction_enlarged',
-          tf.reduce_mean(tf.cast(out[f'{side}_enlarged'], tf.float32)),
-          step=step)
+      if f'{side}_enlarged' in out:
+        tf.summary.scalar(
+            f'policy/{side}_fraction_enlarged',
+            tf.reduce_mean(tf.cast(out[f'{side}_enlarged'], tf.float32)),
+            step=step)
       if stats:
         tf.summary.scalar(f'policy/{side}_mean_reward',
                           stats[f'{side}_reward'], step=step)
@@ -243,7 +277,8 @@ class Trainer:
     for i, side in enumerate(SIDES):
       buckets.sums[side] = self.bucket_sums[i].numpy()
     prev = None
-    if position and self.search and not self.next_appearance:
+    needs_prev = self.soft or (self.search and not self.next_appearance)
+    if position and needs_prev:
       # The batch before `position` (batches start every `bs` examples from
       # the start of each part).
       part_start = s.num_train if position > s.num_train else 0
@@ -255,6 +290,8 @@ class Trainer:
                             ('test', s.num_train, s.num_examples)):
         if position >= hi:
           continue
+        if phase == 'test' and self.prune_masks and not bool(self.pruned):
+          self.prune()
         phase_start = time.perf_counter()
         # `position` is a batch boundary, so the batches from it are the
         # ones an uninterrupted run sees.
@@ -297,7 +334,11 @@ class Trainer:
     if learn:
       if self.search and not self.next_appearance and prev is not None:
         stats = self.policy_update(prev)
+      if self.soft and prev is not None:
+        self.core.architecture_step(prev)
       out = self.learn(batch)
+      if bool(self.pruned):
+        self.apply_prune_masks(batch)
       if self.search and self.next_appearance:
         stats = out
       if phase == 'train':
@@ -315,8 +356,52 @@ class Trainer:
     self.bucket_sums.assign(np.stack([buckets.sums[side] for side in SIDES]))
     progress.update(n, phase, _means(sums[int(phase == 'test')]))
 
+  # ----------------------------------------------------------- pruning
+  def prune(self) -> None:
+    """pruned: keeps each side's largest-magnitude table entries.
+
+    Budget: `round(prune_<side>_fraction * num_ids * d)` entries
+    (`baselines.kept_entries`), met exactly; the other entries are set to 0
+    and stay 0 while the test part keeps learning (`apply_prune_masks`).
+    """
+    fractions = {'user': self.cfg.search.prune_user_fraction,
+                 'item': self.cfg.search.prune_item_fraction}
+    for side in SIDES:
+      table = self.core.embeddings[side].tables[0]
+      num_ids, dims = table.shape
+      mask = baselines.prune_mask(
+          table.numpy(),
+          baselines.kept_entries(fractions[side], num_ids, dims))
+      self.prune_masks[side].assign(mask)
+      table.assign(table * mask)
+    self.pruned.assign(True)
+
+  def _apply_prune_masks(self, batch: environment.Batch) -> None:
+    """Zeroes again the pruned entries of the rows a step touched."""
+    for side in SIDES:
+      table = self.core.embeddings[side].tables[0]
+      ids = batch[side]
+      table.scatter_nd_update(
+          tf.expand_dims(ids, -1),
+          tf.gather(table, ids) * tf.gather(self.prune_masks[side], ids))
+
+  def dims_per_id(self, side: str) -> tf.Tensor:
+    """float32 `[num_ids]`: the embedding dimensions each id uses now.
+
+    The size of its size index; for a pruned model, its kept entries.
+    """
+    if bool(self.pruned):
+      return tf.reduce_sum(self.prune_masks[side], -1)
+    return tf.gather(tf.constant(self.sizes, tf.float32),
+                     self.core.embeddings[side].size_index)
+
   def memory(self) -> Dict[str, Any]:
+    """The memory table per side (DESIGN.md §5; `outputs.memory_table`)."""
     reference = self.cfg.model.candidate_sizes[-1]
+    if bool(self.pruned):
+      return {side: baselines.pruned_memory_table(
+          self.dims_per_id(side).numpy().astype('int64'),
+          self.cfg.model.candidate_sizes, reference) for side in SIDES}
     return {side: outputs.memory_table(
         self.core.embeddings[side].size_index.numpy(), self.sizes, reference)
             for side in SIDES}
@@ -346,9 +431,11 @@ class Trainer:
              'core': self.core, 'step': self.step,
              'position': self.position, 'metric_sums': self.metric_sums,
              'bucket_sums': self.bucket_sums,
-             'train_seconds': self.train_seconds,
+             'train_seconds': self.train_seconds, 'pruned': self.pruned,
              'user_vocab': self.vocab['user'],
              'item_vocab': self.vocab['item']}
     for side, agent in self.agents.items():
       parts[f'{side}_policy'] = agent
+    for side, mask in self.prune_masks.items():
+      parts[f'{side}_prune_mask'] = mask
     return tf.train.Checkpoint(**parts)

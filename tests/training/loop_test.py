@@ -33,7 +33,7 @@ _CSV_HEADER = ['side', 'bucket', 'frequency_min', 'frequency_max', 'examples',
 def _config(method='esapn', task='binary', reward='next_appearance',
             test_mode='prequential', fixed_size=0, jit_compile=False,
             num_ratings=_NUM_RATINGS, seed=0, data_dir='',
-            dataset='synthetic'):
+            dataset='synthetic', **search):
   """A small experiment on synthetic data (or on `dataset` at `data_dir`)."""
   return config.ExperimentConfig(
       data=config.DataConfig(dataset=dataset, data_dir=data_dir,
@@ -41,7 +41,8 @@ def _config(method='esapn', task='binary', reward='next_appearance',
       model=config.ModelConfig(task=task, candidate_sizes=_SIZES,
                                hidden_units=16),
       search=config.SearchConfig(method=method, fixed_size=fixed_size,
-                                 reward=reward, policy_hidden_units=16),
+                                 reward=reward, policy_hidden_units=16,
+                                 **search),
       train=config.TrainConfig(batch_size=100, seed=seed, test_mode=test_mode,
                                jit_compile=jit_compile))
 
@@ -82,11 +83,20 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
       dict(testcase_name='fixed_largest', method='fixed'),
       dict(testcase_name='fixed_2', method='fixed', fixed_size=2),
       dict(testcase_name='esapn_frozen_test', test_mode='frozen'),
+      dict(testcase_name='darts', method='darts'),
+      dict(testcase_name='autoemb_multiclass', method='autoemb',
+           task='multiclass'),
+      dict(testcase_name='autoemb_xla', method='autoemb', jit_compile=True),
+      dict(testcase_name='mde', method='mde'),
+      dict(testcase_name='pruned', method='pruned',
+           search=dict(prune_user_fraction=0.5, prune_item_fraction=0.25)),
   )
   def test_smoke(self, method='esapn', task='binary', reward='next_appearance',
-                 test_mode='prequential', fixed_size=0, jit_compile=False):
+                 test_mode='prequential', fixed_size=0, jit_compile=False,
+                 search=None):
     cfg = _config(method=method, task=task, reward=reward, test_mode=test_mode,
-                  fixed_size=fixed_size, jit_compile=jit_compile)
+                  fixed_size=fixed_size, jit_compile=jit_compile,
+                  **(search or {}))
     workdir = self._workdir()
     results = loop.run_experiment(cfg, workdir, verbose=False)
     s = stream.build_stream(
@@ -127,27 +137,35 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(on_disk['train_examples_per_second'], 0.0)
 
     # Memory table, DESIGN.md section 5; the reference is the largest size.
-    sizes = (fixed_size or _SIZES[-1],) if method == 'fixed' else _SIZES
+    one_size = method in ('fixed', 'pruned')
+    sizes = (fixed_size or _SIZES[-1],) if one_size else _SIZES
     self.assertEqual(on_disk['candidate_sizes'], list(sizes))
     for side, num_ids in (('user', s.num_users), ('item', s.num_items)):
       memory = on_disk['memory'][side]
       self.assertCountEqual(memory,
                             ['counts', 'total_dims', 'fixed_dims', 'ratio'])
-      self.assertEqual(list(memory['counts']), [str(d) for d in sizes])
       self.assertEqual(sum(memory['counts'].values()), num_ids)
-      self.assertEqual(memory['total_dims'],
-                       sum(int(d) * c for d, c in memory['counts'].items()))
       self.assertEqual(memory['fixed_dims'], num_ids * _SIZES[-1])
       self.assertEqual(memory['ratio'],
                        memory['total_dims'] / memory['fixed_dims'])
+      if method == 'pruned':
+        # Exactly the budget: round(fraction * ids * 8) kept entries.
+        self.assertEqual(list(memory['counts']),
+                         ['0'] + [str(d) for d in _SIZES])
+        fraction = search[f'prune_{side}_fraction']
+        self.assertEqual(memory['total_dims'], round(fraction * num_ids * 8))
+        continue
+      self.assertEqual(list(memory['counts']), [str(d) for d in sizes])
+      self.assertEqual(memory['total_dims'],
+                       sum(int(d) * c for d, c in memory['counts'].items()))
       if method == 'fixed':
         self.assertEqual(memory['ratio'], (fixed_size or 8) / 8)
       else:
         self.assertBetween(memory['ratio'], 2 / 8, 1.0)
 
-    # The final policies' P(enlarge) grid; none for FIXED.
+    # The final policies' P(enlarge) grid; only ESAPN has policies.
     policy = on_disk['policy_enlarge_probability']
-    if method == 'fixed':
+    if method != 'esapn':
       self.assertEqual(policy, {})
     else:
       self.assertCountEqual(policy, ['user', 'item'])

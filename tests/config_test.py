@@ -1,0 +1,55 @@
+"""Tests for esapn_tf.config: the methods' settings."""
+
+import tensorflow as tf
+
+from esapn_tf import config
+from esapn_tf import errors
+
+
+class MethodConfigTest(tf.test.TestCase):
+
+  def _cfg(self, **search):
+    return config.ExperimentConfig(
+        model=config.ModelConfig(candidate_sizes=(2, 4, 8)),
+        search=config.SearchConfig(**search))
+
+  def test_embedding_sizes_per_method(self):
+    for method in ('esapn', 'darts', 'autoemb', 'mde'):
+      self.assertEqual(self._cfg(method=method).embedding_sizes, (2, 4, 8))
+    self.assertEqual(self._cfg(method='fixed').embedding_sizes, (8,))
+    self.assertEqual(
+        self._cfg(method='fixed', fixed_size=4).embedding_sizes, (4,))
+    self.assertEqual(
+        self._cfg(method='pruned', prune_user_fraction=0.5,
+                  prune_item_fraction=0.2).embedding_sizes, (8,))
+
+  def test_pruned_needs_both_fractions(self):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'prune_item_fraction=0.0 is invalid.*pruned'):
+      config.SearchConfig(method='pruned', prune_user_fraction=0.5)
+    with self.assertRaisesRegex(errors.UserInputError, 'prune_user_fraction'):
+      config.SearchConfig(method='pruned', prune_user_fraction=1.5,
+                          prune_item_fraction=0.5)
+
+  def test_fractions_only_for_pruned(self):
+    with self.assertRaisesRegex(errors.UserInputError, 'method=pruned only'):
+      config.SearchConfig(method='esapn', prune_user_fraction=0.5)
+
+  def test_unknown_method_and_bad_temperature(self):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                "method='dart' is invalid: use one of .*mde"):
+      config.SearchConfig(method='dart')
+    with self.assertRaisesRegex(errors.UserInputError, 'mde_temperature'):
+      config.SearchConfig(method='mde', mde_temperature=-0.1)
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'architecture_learning_rate'):
+      config.SearchConfig(method='darts', architecture_learning_rate=0.0)
+
+  def test_round_trip(self):
+    cfg = self._cfg(method='pruned', prune_user_fraction=0.9985,
+                    prune_item_fraction=0.2902)
+    self.assertEqual(config.ExperimentConfig.from_dict(cfg.to_dict()), cfg)
+
+
+if __name__ == '__main__':
+  tf.test.main()
