@@ -1,0 +1,283 @@
+"""The comparison's report: `comparison.md`, `comparison.json`, the summary.
+
+The paper's layout (DESIGN.md §5): one row per method; per task the test
+accuracy (%) and loss (binary: MSE, multiclass: cross-entropy), each
+"mean ± std" over seeds (sample std, ddof=1; the mean alone for one seed).
+Then, per task and side, the memory table: ids at each size (mean over
+seeds, rounded), total dims, FIXED dims and their ratio. Then every cell on
+its own row.
+
+The functions read `runner.Cell`-like objects: `task`, `method`, `seed`,
+`workdir`, `status`, `error`, `results` (results.json), `seconds` and
+`finished`. Both files are written atomically, so an interrupted or failed
+comparison never leaves a half-written report.
+"""
+
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from esapn_tf.training import outputs
+
+SIDES = ('user', 'item')
+LOSS_NAMES = {'binary': 'MSE', 'multiclass': 'CE'}
+_SIDE_TITLES = {'user': 'users', 'item': 'items (movies)'}
+
+
+def format_duration(seconds: Optional[float]) -> str:
+  """'42s', '3m12s' or '1h02m03s'; '?' for None or a non-finite value."""
+  if seconds is None or not math.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  if h:
+    return f'{h}h{m:02d}m{s:02d}s'
+  return f'{m}m{s:02d}s' if m else f'{s}s'
+
+
+def mean_std(values: Sequence[float], scale: float = 1.0,
+             decimals: int = 4) -> str:
+  """'mean ± std' of `values * scale` (sample std); the mean alone for one.
+
+  E.g. accuracies 0.70, 0.72, 0.74 with scale 100, 2 decimals:
+  '72.00 ± 2.00'. '' for no values.
+  """
+  if len(values) == 0:
+    return ''
+  v = np.asarray(values, np.float64) * scale
+  if len(v) == 1:
+    return f'{v[0]:.{decimals}f}'
+  return f'{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}'
+
+
+def _stats(values: Sequence[float]) -> Dict[str, Any]:
+  v = np.asarray(values, np.float64)
+  return {'mean': float(v.mean()) if len(v) else None,
+          'std': float(v.std(ddof=1)) if len(v) > 1 else None,
+          'values': [float(x) for x in v]}
+
+
+def _group(cells, task, method):
+  return [c for c in cells if c.task == task and c.method == method]
+
+
+def size_keys(cells, task: str, side: str) -> List[str]:
+  """The union of the finished cells' size keys, sorted numerically."""
+  keys = set()
+  for c in cells:
+    if c.task == task and c.finished:
+      keys.update(c.results['memory'][side]['counts'])
+  return sorted(keys, key=float)
+
+
+def aggregate(cells, tasks: Sequence[str],
+              methods: Sequence[str]) -> Dict[str, Any]:
+  """Means and stds over seeds per task and method (comparison.json).
+
+  Returns:
+    `{task: {method: {'seeds', 'finished', 'failed', 'test_accuracy',
+    'test_loss', 'memory': {side: {'counts': {size: mean ids},
+    'total_dims', 'fixed_dims', 'ratio'}}}}}` where each statistic is
+    `{'mean', 'std', 'values'}` (None where undefined).
+  """
+  table = {}
+  for task in tasks:
+    table[task] = {}
+    for method in methods:
+      group = _group(cells, task, method)
+      done = [c.results for c in group if c.finished]
+      entry = {
+          'seeds': len(group), 'finished': len(done),
+          'failed': sum(c.status == 'failed' for c in group),
+          'test_accuracy': _stats([r['test']['accuracy'] for r in done]),
+          'test_loss': _stats([r['test']['loss'] for r in done]),
+          'memory': {}}
+      for side in SIDES:
+        tables = [r['memory'][side] for r in done]
+        entry['memory'][side] = {
+            'counts': {k: float(np.mean([t['counts'].get(k, 0)
+                                         for t in tables]))
+                       for k in size_keys(group, task, side)},
+            'total_dims': _stats([t['total_dims'] for t in tables]),
+            'fixed_dims': _stats([t['fixed_dims'] for t in tables]),
+            'ratio': _stats([t['ratio'] for t in tables])}
+      table[task][method] = entry
+  return table
+
+
+def _footnotes(cells) -> Dict[int, int]:
+  """id(cell) -> footnote number, for every failed cell."""
+  failed = [c for c in cells if c.status == 'failed']
+  return {id(c): i + 1 for i, c in enumerate(failed)}
+
+
+def _entry(group, value, decimals, notes) -> str:
+  """A table entry: mean ± std of `value(results)`, failures, cells left."""
+  done = [c for c in group if c.finished]
+  failed = [c for c in group if c.status == 'failed']
+  text = mean_std([value(c.results) for c in done], 1.0, decimals)
+  if failed:
+    marks = ','.join(str(notes[id(c)]) for c in failed)
+    flag = f'failed ({len(failed)}/{len(group)}) [{marks}]'
+    text = f'{text}, {flag}' if text else flag
+  left = len(group) - len(done) - len(failed)
+  if left:
+    text = f'{text} ({left} to run)' if text else 'not run yet'
+  return text
+
+
+def _row(entries) -> str:
+  return '| ' + ' | '.join(entries) + ' |'
+
+
+def _table(header, rows) -> List[str]:
+  return [_row(header), _row(['---'] * len(header))] + [_row(r) for r in rows]
+
+
+def main_table(cells, tasks, methods) -> List[str]:
+  """Markdown lines: one row per method, accuracy % and loss per task."""
+  notes = _footnotes(cells)
+  header = ['method']
+  for task in tasks:
+    header += [f'{task} accuracy %', f'{task} {LOSS_NAMES.get(task, "loss")}']
+  rows = []
+  for method in methods:
+    row = [method]
+    for task in tasks:
+      group = _group(cells, task, method)
+      row.append(_entry(group, lambda r: 100.0 * r['test']['accuracy'], 2,
+                        notes))
+      row.append(_entry(group, lambda r: r['test']['loss'], 4, notes))
+    rows.append(row)
+  return _table(header, rows)
+
+
+def footnote_lines(cells) -> List[str]:
+  notes = _footnotes(cells)
+  return [f'[{notes[id(c)]}] {c.label}: {c.error}' for c in cells
+          if id(c) in notes]
+
+
+def memory_tables(cells, tasks, methods) -> List[str]:
+  """Markdown lines: per task and side, ids at each size and the ratio."""
+  notes = _footnotes(cells)
+  lines = []
+  for task in tasks:
+    for side in SIDES:
+      keys = size_keys(cells, task, side)
+      lines += ['', f'### {task}: {_SIDE_TITLES[side]}, ids at each size '
+                '(dims; mean over seeds)', '']
+      rows = []
+      for method in methods:
+        group = _group(cells, task, method)
+        tables = [c.results['memory'][side] for c in group if c.finished]
+        if not tables:
+          rows.append([method] + ['—'] * (len(keys) + 2) +
+                      [_entry(group, None, 4, notes)])
+          continue
+        counts = [f'{round(np.mean([t["counts"].get(k, 0) for t in tables])):,}'
+                  for k in keys]
+        rows.append(
+            [method] + counts +
+            [f'{round(np.mean([t["total_dims"] for t in tables])):,}',
+             f'{round(np.mean([t["fixed_dims"] for t in tables])):,}',
+             _entry(group, lambda r, s=side: r['memory'][s]['ratio'], 4,
+                    notes)])
+      lines += _table(['method'] + keys + ['total dims', 'FIXED dims',
+                                           'ratio'], rows)
+  return lines
+
+
+def cell_table(cells) -> List[str]:
+  """Markdown lines: every cell with its metrics and status."""
+  notes = _footnotes(cells)
+  rows = []
+  for c in cells:
+    status = f'failed [{notes[id(c)]}]' if id(c) in notes else c.status
+    if c.finished:
+      r = c.results
+      rows.append([c.task, c.method, str(c.seed),
+                   f'{100.0 * r["test"]["accuracy"]:.2f}',
+                   f'{r["test"]["loss"]:.4f}',
+                   f'{r["memory"]["user"]["ratio"]:.4f}',
+                   f'{r["memory"]["item"]["ratio"]:.4f}',
+                   f'{r["wall_seconds"]:.1f}', status])
+    else:
+      rows.append([c.task, c.method, str(c.seed)] + [''] * 5 + [status])
+  return _table(['task', 'method', 'seed', 'test accuracy %', 'test loss',
+                 'user ratio', 'item ratio', 'wall s', 'status'], rows)
+
+
+def _header(cells, meta) -> List[str]:
+  done = [c for c in cells if c.finished]
+  source = ''
+  if done:
+    r = done[0].results
+    source = (f' ({r.get("data_source", "?")}, '
+              f'{r.get("num_ratings", 0):,} ratings)')
+  n = meta['num_seeds']
+  count = {s: sum(c.status == s for c in cells)
+           for s in ('ok', 'reused', 'failed')}
+  return [
+      f'Dataset: {meta["dataset"]}{source}; seeds: {n} '
+      f'({"0" if n == 1 else f"0-{n - 1}"}); tasks: '
+      f'{", ".join(meta["tasks"])}.',
+      f'Machine: {meta["machine"]}, {meta["cpu_count"]} CPUs; wall time '
+      f'{format_duration(meta["wall_seconds"])} (this invocation, started '
+      f'{meta["started_utc"]}).',
+      f'Cells: {len(done) + count["failed"]} of {len(cells)} done '
+      f'({count["ok"]} run, {count["reused"]} reused from earlier runs, '
+      f'{count["failed"]} failed).',
+  ]
+
+
+def markdown(cells, meta: Dict[str, Any]) -> str:
+  """The whole `comparison.md`."""
+  tasks, methods = meta['tasks'], meta['methods']
+  lines = ['# Method comparison', ''] + _header(cells, meta) + [
+      '', 'Test accuracy (%) and loss, mean ± sample std over seeds:', '']
+  lines += main_table(cells, tasks, methods)
+  notes = footnote_lines(cells)
+  if notes:
+    lines += ['', 'Failures:', ''] + [f'- {n}' for n in notes]
+  lines += ['', '## Memory', '',
+            'Ratio = total dims / FIXED dims (every id at the largest '
+            'candidate size); mean ± sample std over seeds.']
+  lines += memory_tables(cells, tasks, methods)
+  lines += ['', '## Every run', ''] + cell_table(cells)
+  return '\n'.join(lines) + '\n'
+
+
+def to_json(cells, meta: Dict[str, Any]) -> Dict[str, Any]:
+  """The content of `comparison.json`: every cell and the aggregates."""
+  return {
+      'meta': meta,
+      'cells': [{'task': c.task, 'method': c.method, 'seed': c.seed,
+                 'status': c.status, 'error': c.error, 'workdir': c.workdir,
+                 'seconds': c.seconds, 'results': c.results} for c in cells],
+      'aggregate': aggregate(cells, meta['tasks'], meta['methods']),
+  }
+
+
+def write_report(workdir: str, cells, meta: Dict[str, Any]) -> None:
+  """Writes `comparison.md` and `comparison.json` atomically."""
+  outputs.atomic_write_text(os.path.join(workdir, 'comparison.md'),
+                            markdown(cells, meta))
+  outputs.atomic_write_json(os.path.join(workdir, 'comparison.json'),
+                            to_json(cells, meta))
+
+
+def summary_text(cells, meta: Dict[str, Any], workdir: str) -> str:
+  """The one-screen summary printed at the end: the accuracy/loss table."""
+  lines = _header(cells, meta) + [''] + main_table(
+      cells, meta['tasks'], meta['methods'])
+  notes = footnote_lines(cells)
+  if notes:
+    lines += [''] + notes
+  lines += ['', f'Report: {os.path.join(workdir, "comparison.md")} (memory '
+            f'tables, every run), comparison.json, plots/; tensorboard '
+            f'--logdir={workdir}']
+  return '\n'.join(lines)

@@ -1,0 +1,353 @@
+"""The comparison runner: one run per task, method and seed (issue 3).
+
+Cells = tasks x methods x seeds, run one after another in this process with
+`loop.run_experiment`, each in its own workdir
+`<workdir>/runs/<task>/<method>/seed<k>/`, so that
+`tensorboard --logdir=<workdir>` shows every run side by side. Order: for each
+task, for each seed, the methods as given, except that 'pruned' runs after
+'esapn': it keeps, per side, the share of FIXED-128 memory that the esapn run
+of the same task and seed ended with (`search.prune_user_fraction`,
+`search.prune_item_fraction`).
+
+A cell whose workdir holds a finished run with the same configuration is
+reused, not rerun (unless `rerun`); an interrupted one is resumed by
+`run_experiment` itself. An exception in a cell marks it failed (its one-line
+message is kept) and the other cells still run; `RunInterrupted` and
+`KeyboardInterrupt` stop the comparison once the report is written. The
+report is rewritten after every cell, the plots once at the end.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from esapn_tf import config as config_lib
+from esapn_tf import errors
+from esapn_tf.comparison import plots
+from esapn_tf.comparison import report
+from esapn_tf.data import stream as stream_lib
+from esapn_tf.training import loop
+from esapn_tf.training import workdir as workdir_lib
+
+PENDING = 'pending'  # not run yet
+OK = 'ok'  # run (or resumed) by this comparison
+REUSED = 'reused'  # finished earlier with the same configuration
+FAILED = 'failed'  # raised an exception; `Cell.error` holds it
+INTERRUPTED = 'interrupted'  # SIGINT/SIGTERM; rerunning resumes it
+
+PRUNED_NEEDS_ESAPN = ('pruned needs the esapn run of the same task and seed: '
+                      'add esapn to --methods')
+
+# `run_fn(cfg, workdir, verbose=..., restart=...) -> results dict`, as
+# `loop.run_experiment`.
+RunFn = Callable[..., Dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Cell:
+  """One run of the comparison and, once done, its outcome."""
+  task: str  # 'binary' or 'multiclass'
+  method: str  # a search method (config.METHODS)
+  seed: int  # train.seed of the run
+  workdir: str  # the run's own workdir
+  status: str = PENDING  # PENDING, OK, REUSED, FAILED or INTERRUPTED
+  error: str = ''  # FAILED, INTERRUPTED: '<exception type>: <message>'
+  results: Optional[Dict[str, Any]] = None  # the run's results.json
+  seconds: float = 0.0  # wall seconds this comparison spent running it
+
+  @property
+  def finished(self) -> bool:
+    return self.status in (OK, REUSED)
+
+  @property
+  def label(self) -> str:
+    return f'{self.task} {self.method} seed {self.seed}'
+
+
+def parse_names(flag: str, values: Sequence[str],
+                allowed: Sequence[str]) -> Tuple[str, ...]:
+  """Checks a comma-list flag's entries against `allowed`.
+
+  Args:
+    flag: the flag's name, for the message ('methods').
+    values: its entries, as absl's DEFINE_list gives them.
+    allowed: the valid names.
+
+  Returns:
+    The entries, stripped, duplicates dropped, in the given order.
+
+  Raises:
+    errors.UserInputError: an unknown entry, or none at all.
+  """
+  names = []
+  for value in values:
+    value = value.strip()
+    if value and value not in names:
+      names.append(value)
+  unknown = [n for n in names if n not in allowed]
+  if unknown or not names:
+    what = ('unknown ' + ', '.join(repr(n) for n in unknown) if unknown
+            else 'empty')
+    raise errors.UserInputError(
+        f'--{flag}={",".join(values)} is invalid ({what}): give a comma '
+        f'list of {", ".join(allowed)}')
+  return tuple(names)
+
+
+def run_order(methods: Sequence[str]) -> Tuple[str, ...]:
+  """`methods` with 'pruned' moved right after 'esapn' if it came before."""
+  order = list(methods)
+  if ('pruned' in order and 'esapn' in order and
+      order.index('pruned') < order.index('esapn')):
+    order.remove('pruned')
+    order.insert(order.index('esapn') + 1, 'pruned')
+  return tuple(order)
+
+
+def cell_workdir(workdir: str, task: str, method: str, seed: int) -> str:
+  return os.path.join(workdir, 'runs', task, method, f'seed{seed}')
+
+
+def plan_cells(workdir: str, tasks: Sequence[str], methods: Sequence[str],
+               num_seeds: int) -> List[Cell]:
+  """The cells in run order: task, then seed, then `run_order(methods)`.
+
+  Raises:
+    errors.UserInputError: `num_seeds` < 1.
+  """
+  if num_seeds < 1:
+    raise errors.UserInputError(
+        f'--seeds={num_seeds} is invalid: give the number of seeds (>= 1); '
+        'seeds 0..n-1 are run')
+  return [Cell(task, method, seed, cell_workdir(workdir, task, method, seed))
+          for task in tasks for seed in range(num_seeds)
+          for method in run_order(methods)]
+
+
+def cell_config(base: config_lib.ExperimentConfig, cell: Cell,
+                esapn_results: Optional[Dict[str, Any]] = None
+                ) -> config_lib.ExperimentConfig:
+  """`base` with the cell's task, seed and method.
+
+  Args:
+    base: the configuration every cell shares.
+    cell: the cell.
+    esapn_results: for method 'pruned', the results.json of the esapn run
+      of the same task and seed: its memory ratios (live dims / FIXED dims,
+      per side) become `prune_user_fraction` and `prune_item_fraction`.
+
+  Raises:
+    errors.UserInputError: 'pruned' without `esapn_results`, or a value the
+      config rejects.
+  """
+  if cell.method == 'pruned':
+    if esapn_results is None:
+      raise errors.UserInputError(PRUNED_NEEDS_ESAPN)
+    memory = esapn_results['memory']
+    search = dataclasses.replace(
+        base.search, method='pruned',
+        prune_user_fraction=memory['user']['ratio'],
+        prune_item_fraction=memory['item']['ratio'])
+  else:
+    search = dataclasses.replace(base.search, method=cell.method)
+  return dataclasses.replace(
+      base, model=dataclasses.replace(base.model, task=cell.task),
+      search=search, train=dataclasses.replace(base.train, seed=cell.seed))
+
+
+def finished_results(run_dir: str, cfg: config_lib.ExperimentConfig
+                     ) -> Optional[Dict[str, Any]]:
+  """results.json of a finished run in `run_dir` made with `cfg`, else None.
+
+  The configurations are compared as `workdir.config_differences` does
+  (fields that do not change the results, such as `log_every_seconds`, may
+  differ).
+  """
+  try:
+    with open(os.path.join(run_dir, 'results.json'), encoding='utf-8') as f:
+      results = json.load(f)
+    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if workdir_lib.config_differences(old, cfg.to_dict()):
+    return None
+  return results
+
+
+def check_data(base: config_lib.ExperimentConfig) -> None:
+  """Loads the ratings once, so that a bad data path stops everything early.
+
+  Raises:
+    errors.UserInputError, errors.DataError: as `stream.load_ratings`.
+  """
+  d = base.data
+  stream_lib.load_ratings(d.dataset, d.data_dir, d.loader, d.max_ratings,
+                          d.synthetic_num_ratings, base.train.seed,
+                          d.tfds_download)
+
+
+def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
+                   methods: Sequence[str], tasks: Sequence[str],
+                   num_seeds: int, run_fn: Optional[RunFn] = None,
+                   rerun: bool = False, verbose_runs: bool = False,
+                   out=None) -> Tuple[List[Cell], Dict[str, Any]]:
+  """Runs every cell, writes the report after each and the plots at the end.
+
+  Args:
+    base: the configuration every cell shares (its task, seed and method
+      are replaced per cell).
+    workdir: the comparison's folder (created if missing): `runs/`,
+      `comparison.md`, `comparison.json`, `plots/`.
+    methods: the methods, in the order of the report's rows.
+    tasks: the tasks.
+    num_seeds: seeds 0..num_seeds-1.
+    run_fn: runs one cell; `loop.run_experiment` when None.
+    rerun: run finished cells again instead of reusing them (the earlier run
+      moves to the cell's `previous/`).
+    verbose_runs: let each run print its own progress lines.
+    out: stream for the progress lines (stdout when None).
+
+  Returns:
+    (cells, meta): the cells with their outcomes, in run order, and the
+    report's header data (dataset, tasks, methods, machine, wall time).
+
+  Raises:
+    errors.UserInputError: `num_seeds` < 1, an unwritable workdir, or one
+      in use by another comparison.
+    errors.RunInterrupted, KeyboardInterrupt: the comparison was stopped
+      (the report shows the cells done so far; rerunning continues).
+  """
+  run_fn = run_fn or loop.run_experiment
+  out = out or sys.stdout
+  cells = plan_cells(workdir, tasks, methods, num_seeds)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.UserInputError(
+        f'cannot create workdir {workdir!r} ({e.strerror}); pass a writable '
+        '--workdir') from e
+  meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
+          'tasks': list(tasks), 'methods': list(methods),
+          'num_seeds': num_seeds, 'machine': platform.node(),
+          'cpu_count': os.cpu_count(),
+          'started_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+          'wall_seconds': 0.0}
+  start = time.perf_counter()
+
+  def write_report():
+    meta['wall_seconds'] = time.perf_counter() - start
+    report.write_report(workdir, cells, meta)
+
+  with workdir_lib.WorkdirLock(workdir):
+    durations = {}  # method -> wall seconds of its cells run here
+    for i, cell in enumerate(cells):
+      elapsed = time.perf_counter() - start
+      eta = _eta(cells[i:], durations)
+      print(f'[cell {i + 1}/{len(cells)}] {cell.label} (elapsed '
+            f'{report.format_duration(elapsed)}, ETA '
+            f'{report.format_duration(eta)})', file=out, flush=True)
+      try:
+        _run_cell(base, workdir, cells, cell, run_fn, rerun, verbose_runs,
+                  out)
+      except (errors.RunInterrupted, KeyboardInterrupt) as e:
+        cell.status, cell.error = INTERRUPTED, _one_line(e)
+        write_report()
+        raise
+      if cell.status == OK:
+        durations.setdefault(cell.method, []).append(cell.seconds)
+      write_report()
+    for note in plots.write_plots(workdir, cells, tasks, methods,
+                                  base.train.batch_size):
+      print(note, file=out, flush=True)
+    write_report()
+  return cells, meta
+
+
+def _run_cell(base, workdir, cells, cell, run_fn, rerun, verbose_runs, out):
+  """Runs (or reuses) one cell; records its outcome in `cell`."""
+  started = time.perf_counter()
+  try:
+    esapn_results = None
+    if cell.method == 'pruned':
+      esapn_results = _esapn_results(base, workdir, cells, cell)
+    cfg = cell_config(base, cell, esapn_results)
+    reusable = None if rerun else finished_results(cell.workdir, cfg)
+    if reusable is not None:
+      cell.status, cell.results = REUSED, reusable
+      print(f'  reusing {cell.workdir} (finished earlier with the same '
+            'configuration)', file=out, flush=True)
+      return
+    restart = rerun or _other_interrupted_run(cell.workdir, cfg)
+    cell.results = run_fn(cfg, cell.workdir, verbose=verbose_runs,
+                          restart=restart)
+    cell.status = OK
+  except errors.RunInterrupted:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure stays with its cell: the other cells still run.
+    cell.status, cell.error = FAILED, _one_line(e)
+    print(f'  failed: {cell.error}', file=out, flush=True)
+    return
+  finally:
+    cell.seconds = time.perf_counter() - started
+  test = cell.results['test']
+  print(f'  done in {cell.seconds:.1f} s: test accuracy '
+        f'{test["accuracy"]:.4f}, loss {test["loss"]:.4f}', file=out,
+        flush=True)
+
+
+def _esapn_results(base, workdir, cells, cell):
+  """results.json of the esapn run that a pruned cell takes its budget from.
+
+  The esapn cell of this comparison if it finished; else a finished esapn
+  run of the same configuration already in its cell workdir.
+  """
+  esapn = [c for c in cells if (c.task, c.method, c.seed) ==
+           (cell.task, 'esapn', cell.seed)]
+  if esapn and esapn[0].finished:
+    return esapn[0].results
+  earlier = Cell(cell.task, 'esapn', cell.seed,
+                 cell_workdir(workdir, cell.task, 'esapn', cell.seed))
+  results = finished_results(earlier.workdir, cell_config(base, earlier))
+  if results is None and esapn and esapn[0].status == FAILED:
+    raise errors.UserInputError(
+        'pruned needs the esapn run of the same task and seed, which failed '
+        f'({esapn[0].error})')
+  if results is None:
+    raise errors.UserInputError(PRUNED_NEEDS_ESAPN)
+  return results
+
+
+def _other_interrupted_run(run_dir, cfg) -> bool:
+  """An interrupted run in `run_dir` that `cfg` cannot resume."""
+  if not workdir_lib.incomplete_run(run_dir):
+    return False
+  try:
+    old = workdir_lib.read_config(run_dir)
+  except errors.UserInputError:
+    return True
+  return bool(workdir_lib.config_differences(old, cfg.to_dict()))
+
+
+def _eta(remaining: Sequence[Cell],
+         durations: Dict[str, List[float]]) -> Optional[float]:
+  """Seconds left: per cell the mean of its method's cells, else of all."""
+  every = [s for seconds in durations.values() for s in seconds]
+  if not every:
+    return None
+  overall = sum(every) / len(every)
+  total = 0.0
+  for cell in remaining:
+    seconds = durations.get(cell.method)
+    total += sum(seconds) / len(seconds) if seconds else overall
+  return total
+
+
+def _one_line(e: BaseException) -> str:
+  text = ' '.join(str(e).split())
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
