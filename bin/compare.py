@@ -23,9 +23,7 @@ from absl import flags  # noqa: E402
 from esapn_tf import config as config_lib  # noqa: E402
 from esapn_tf import errors  # noqa: E402
 
-_ALL_METHODS = ('esapn', 'fixed', 'darts', 'autoemb', 'mde', 'pruned')
-
-flags.DEFINE_list('methods', list(_ALL_METHODS),
+flags.DEFINE_list('methods', list(config_lib.METHODS),
                   'Methods to compare, in the order of the report rows '
                   '(pruned runs after esapn, whose memory it matches).')
 flags.DEFINE_list('tasks', list(config_lib.TASKS), 'Tasks to compare.')
@@ -42,8 +40,10 @@ FLAGS.set_default('workdir', 'runs/compare')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # TensorBoard's event reader logs every file it reads at INFO.
+  # TensorBoard's event reader logs every file it reads at INFO, and
+  # TensorFlow's checkpoint saver every save.
   logging.getLogger('tensorboard').setLevel(logging.WARNING)
+  train.quiet_logs()
   from esapn_tf.comparison import report  # pylint: disable=g-import-not-at-top
   from esapn_tf.comparison import runner  # pylint: disable=g-import-not-at-top
   try:

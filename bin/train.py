@@ -11,6 +11,7 @@ Bad input prints one line and exits with status 2.
 import os
 import sys
 import time
+import warnings
 
 _PROCESS_START = time.perf_counter()
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -137,12 +138,18 @@ def build_config() -> config_lib.ExperimentConfig:
           log_every_seconds=FLAGS.log_every_seconds))
 
 
+def quiet_logs() -> None:
+  """Keeps TensorFlow's INFO lines (checkpoint saving) and TF-Agents'
+  autograph SyntaxWarnings out of the progress lines."""
+  logging.set_verbosity(logging.WARNING)
+  warnings.filterwarnings('ignore', category=SyntaxWarning,
+                          module='.*__autograph_generated')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # TensorFlow's own INFO lines (checkpoint saving) would interleave with
-  # the progress lines.
-  logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()

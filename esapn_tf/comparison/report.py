@@ -155,6 +155,67 @@ def main_table(cells, tasks, methods) -> List[str]:
   return _table(header, rows)
 
 
+def verdict(reference: Sequence[float], other: Sequence[float],
+            higher_is_better: bool = True) -> str:
+  """Whether `reference` beats `other` beyond the spread across seeds.
+
+  "Beyond the spread" means the intervals mean ± sample std of the two do
+  not overlap: `|mean_r - mean_o| > std_r + std_o`. With fewer than two
+  values on a side there is no spread to judge: 'one seed'.
+
+  Returns:
+    'better', 'worse' (for `reference`) or 'within spread', 'one seed'.
+  """
+  if len(reference) < 2 or len(other) < 2:
+    return 'one seed'
+  r, o = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+  gap = r.mean() - o.mean()
+  if abs(gap) <= r.std(ddof=1) + o.std(ddof=1):
+    return 'within spread'
+  return 'better' if (gap > 0) == higher_is_better else 'worse'
+
+
+def versus_table(cells, tasks, methods, reference: str = 'esapn'
+                 ) -> List[str]:
+  """Markdown lines: `reference` against each other method, seed by seed.
+
+  Seeds fix the split and the stream order, so seed k of every method saw
+  the same data: the per-seed differences are paired. The verdict columns
+  apply `verdict` to the accuracies and to the losses.
+  """
+  header = ['task', 'method', f'{reference} − method, accuracy pp per seed',
+            'mean', 'accuracy verdict', f'{reference} − method, loss mean',
+            'loss verdict']
+  rows = []
+  for task in tasks:
+    ref = {c.seed: c.results for c in _group(cells, task, reference)
+           if c.finished}
+    if not ref:
+      continue
+    for method in methods:
+      if method == reference:
+        continue
+      other = {c.seed: c.results for c in _group(cells, task, method)
+               if c.finished}
+      seeds = sorted(set(ref) & set(other))
+      if not seeds:
+        continue
+      acc = [100.0 * (ref[k]['test']['accuracy'] -
+                      other[k]['test']['accuracy']) for k in seeds]
+      loss = [ref[k]['test']['loss'] - other[k]['test']['loss']
+              for k in seeds]
+      rows.append([
+          task, method, ', '.join(f'{d:+.2f}' for d in acc),
+          f'{np.mean(acc):+.2f}',
+          verdict([ref[k]['test']['accuracy'] for k in seeds],
+                  [other[k]['test']['accuracy'] for k in seeds]),
+          f'{np.mean(loss):+.4f}',
+          verdict([ref[k]['test']['loss'] for k in seeds],
+                  [other[k]['test']['loss'] for k in seeds],
+                  higher_is_better=False)])
+  return _table(header, rows) if rows else []
+
+
 def footnote_lines(cells) -> List[str]:
   notes = _footnotes(cells)
   return [f'[{notes[id(c)]}] {c.label}: {c.error}' for c in cells
@@ -243,6 +304,14 @@ def markdown(cells, meta: Dict[str, Any]) -> str:
   notes = footnote_lines(cells)
   if notes:
     lines += ['', 'Failures:', ''] + [f'- {n}' for n in notes]
+  versus = versus_table(cells, tasks, methods)
+  if versus:
+    lines += ['', '## ESAPN against each method', '',
+              'Seed k of every method saw the same split and stream order, '
+              'so differences are paired by seed. "better"/"worse": the '
+              'intervals mean ± sample std over seeds of ESAPN and the '
+              'method do not overlap; otherwise "within spread".', '']
+    lines += versus
   lines += ['', '## Memory', '',
             'Ratio = total dims / FIXED dims (every id at the largest '
             'candidate size); mean ± sample std over seeds.']

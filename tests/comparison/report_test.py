@@ -70,6 +70,31 @@ class ReportTest(tf.test.TestCase):
     self.assertEqual(report.mean_std([0.7023], 100.0, 2), '70.23')
     self.assertEqual(report.mean_std([]), '')
 
+  def test_verdict(self):
+    # 0.70..0.74 (mean 0.72, std 0.02) against 0.60/0.64 (0.62, 0.0283):
+    # gap 0.10 > 0.0483.
+    self.assertEqual(report.verdict([0.70, 0.72, 0.74], [0.60, 0.64]),
+                     'better')
+    self.assertEqual(report.verdict([0.60, 0.64], [0.70, 0.72, 0.74]),
+                     'worse')
+    # gap 0.01 < 0.02 + 0.02.
+    self.assertEqual(report.verdict([0.70, 0.72, 0.74], [0.69, 0.71, 0.73]),
+                     'within spread')
+    # Losses: lower is better.
+    self.assertEqual(report.verdict([0.20, 0.21], [0.30, 0.31],
+                                    higher_is_better=False), 'better')
+    self.assertEqual(report.verdict([0.7], [0.6, 0.61]), 'one seed')
+
+  def test_versus_table_pairs_seeds(self):
+    md = report.markdown(_cells(), _meta())
+    self.assertIn('## ESAPN against each method', md)
+    # fixed finished seeds 0 and 1: 70 - 60 = +10, 72 - 64 = +8 points;
+    # losses 0.20 - 0.25, 0.21 - 0.27 -> mean -0.055.
+    self.assertIn('| binary | fixed | +10.00, +8.00 | +9.00 | better | '
+                  '-0.0550 | better |', md)
+    # pruned never finished: no row.
+    self.assertNotIn('| binary | pruned | +', md)
+
   def test_format_duration(self):
     self.assertEqual(report.format_duration(192.4), '3m12s')
     self.assertEqual(report.format_duration(3723), '1h02m03s')
