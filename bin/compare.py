@@ -31,6 +31,10 @@ flags.DEFINE_integer('seeds', 3, 'Number of seeds: 0..n-1.')
 flags.DEFINE_bool('rerun', False,
                   'Rerun cells that already finished with the same '
                   'configuration (by default they are reused).')
+flags.DEFINE_bool('isolate_runs', True,
+                  'Run each cell in a process of its own (a crash fails '
+                  'only its cell; costs a TensorFlow import per cell). '
+                  '--noisolate_runs runs them all in this process.')
 flags.DEFINE_bool('verbose_runs', False,
                   "Print each run's own progress lines and results.")
 FLAGS = flags.FLAGS
@@ -45,6 +49,7 @@ def main(argv):
   logging.getLogger('tensorboard').setLevel(logging.WARNING)
   train.quiet_logs()
   from esapn_tf.comparison import report  # pylint: disable=g-import-not-at-top
+  from esapn_tf.comparison import isolated  # pylint: disable=g-import-not-at-top
   from esapn_tf.comparison import runner  # pylint: disable=g-import-not-at-top
   try:
     for name in ('export_dir', 'restart'):
@@ -67,7 +72,8 @@ def main(argv):
     runner.check_data(cfg)
     cells, meta = runner.run_comparison(
         cfg, FLAGS.workdir, methods, tasks, FLAGS.seeds, rerun=FLAGS.rerun,
-        verbose_runs=FLAGS.verbose_runs)
+        verbose_runs=FLAGS.verbose_runs,
+        run_fn=isolated.run_in_subprocess if FLAGS.isolate_runs else None)
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
