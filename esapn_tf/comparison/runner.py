@@ -1,7 +1,9 @@
 """The comparison runner: one run per task, method and seed (issue 3).
 
-Cells = tasks x methods x seeds, run one after another in this process with
-`loop.run_experiment`, each in its own workdir
+Cells = tasks x methods x seeds, run one after another with a `run_fn` of
+`loop.run_experiment`'s signature (`loop.run_experiment` itself, in this
+process, or `isolated.run_in_subprocess`, in a child process; bin/compare.py
+uses the latter), each in its own workdir
 `<workdir>/runs/<task>/<method>/seed<k>/`, so that
 `tensorboard --logdir=<workdir>` shows every run side by side. Order: for each
 task, for each seed, the methods as given, except that 'pruned' runs after
