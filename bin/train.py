@@ -99,6 +99,20 @@ flags.DEFINE_float('log_every_seconds', _T.log_every_seconds,
 FLAGS = flags.FLAGS
 
 
+def _dataset() -> str:
+  """--dataset, or the GroupLens name of --data_dir when only it is given."""
+  if FLAGS['dataset'].present or not FLAGS.data_dir:
+    return FLAGS.dataset
+  name = os.path.basename(os.path.normpath(FLAGS.data_dir))
+  name = name[:-4] if name.endswith('.zip') else name
+  if name in config_lib.DATASETS[1:]:
+    return name
+  raise errors.UserInputError(
+      f'--data_dir={FLAGS.data_dir} is set but --dataset is not, and '
+      f'{name!r} is not a GroupLens name; pass --dataset=<one of '
+      f'{", ".join(config_lib.DATASETS[1:])}>')
+
+
 def build_config() -> config_lib.ExperimentConfig:
   """Turns the flags into a validated `ExperimentConfig`."""
   try:
@@ -109,7 +123,7 @@ def build_config() -> config_lib.ExperimentConfig:
         'give integers, e.g. 2,4,8,16,64,128.') from e
   return config_lib.ExperimentConfig(
       data=config_lib.DataConfig(
-          dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+          dataset=_dataset(), data_dir=FLAGS.data_dir,
           loader=FLAGS.loader, tfds_download=FLAGS.tfds_download,
           max_ratings=FLAGS.max_ratings,
           synthetic_num_ratings=FLAGS.synthetic_num_ratings,

@@ -61,6 +61,11 @@ class DataConfig:
     _check_choice('dataset', self.dataset, DATASETS)
     _check_choice('loader', self.loader, LOADERS)
     _check_choice('order', self.order, ORDERS)
+    if self.dataset == 'synthetic' and self.data_dir:
+      _fail('dataset', self.dataset,
+            f'the synthetic set reads no files, but data_dir='
+            f'{self.data_dir!r} is set; pass --dataset=<name> (one of '
+            f'{", ".join(DATASETS[1:])}) or drop --data_dir')
     if not 0.0 < self.train_fraction < 1.0:
       _fail('train_fraction', self.train_fraction,
             'it must lie strictly between 0 and 1 (both parts non-empty)')
@@ -180,6 +185,16 @@ class ExperimentConfig:
         self.search.fixed_size not in (0,) + sizes):
       _fail('fixed_size', self.search.fixed_size,
             f'use 0 or one of the candidate sizes {sizes}')
+    if self.search.method == 'pruned':
+      # The fractions are shares of FIXED-d_max memory (the memory table's
+      # reference); a narrower table cannot hold more than d/d_max of it.
+      limit = (self.search.fixed_size or sizes[-1]) / sizes[-1]
+      for side in ('user', 'item'):
+        value = getattr(self.search, f'prune_{side}_fraction')
+        if value > limit:
+          _fail(f'prune_{side}_fraction', value,
+                f'it is a share of FIXED-{sizes[-1]} memory, and a '
+                f'{self.search.fixed_size}-dim table holds at most {limit}')
 
   @property
   def embedding_sizes(self) -> Tuple[int, ...]:

@@ -45,6 +45,26 @@ class MethodConfigTest(tf.test.TestCase):
                                 'architecture_learning_rate'):
       config.SearchConfig(method='darts', architecture_learning_rate=0.0)
 
+  def test_synthetic_reads_no_data_dir(self):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'synthetic set reads no files.*--dataset='):
+      config.DataConfig(dataset='synthetic', data_dir='ml-latest-small.zip')
+
+  def test_pruned_budget_is_a_share_of_the_largest_size(self):
+    cfg = config.ExperimentConfig(
+        model=config.ModelConfig(candidate_sizes=(2, 4, 8)),
+        search=config.SearchConfig(method='pruned', fixed_size=4,
+                                   prune_user_fraction=0.5,
+                                   prune_item_fraction=0.25))
+    self.assertEqual(cfg.embedding_sizes, (4,))
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'a 4-dim table holds at most 0.5'):
+      config.ExperimentConfig(
+          model=config.ModelConfig(candidate_sizes=(2, 4, 8)),
+          search=config.SearchConfig(method='pruned', fixed_size=4,
+                                     prune_user_fraction=0.6,
+                                     prune_item_fraction=0.25))
+
   def test_round_trip(self):
     cfg = self._cfg(method='pruned', prune_user_fraction=0.9985,
                     prune_item_fraction=0.2902)

@@ -158,9 +158,15 @@ def restore_run(workdir: str) -> RestoredRun:
     cfg = config_lib.ExperimentConfig.from_dict(json.load(f))
   if cfg.search.method in config_lib.SOFT_METHODS:
     raise errors.UserInputError(
-        f'{workdir!r} is a {cfg.search.method} run: its embeddings are a soft '
-        'mixture of every size, which the compact export does not serve; '
-        'export an esapn, fixed, mde or pruned run')
+        f'{workdir!r} holds a {cfg.search.method} run: its embeddings are a '
+        'soft mixture of every size, which the compact export does not '
+        'serve; export an esapn, fixed or mde run')
+  if cfg.search.method == 'pruned':
+    raise errors.UserInputError(
+        f'{workdir!r} holds a pruned run: its tables are dense with zeros '
+        'where entries were pruned, so an export would be as large as '
+        "FIXED's (a sparse export is not implemented); export an esapn, "
+        'fixed or mde run')
   checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
   if checkpoint is None:
     raise errors.UserInputError(

@@ -360,18 +360,21 @@ class Trainer:
   def prune(self) -> None:
     """pruned: keeps each side's largest-magnitude table entries.
 
-    Budget: `round(prune_<side>_fraction * num_ids * d)` entries
-    (`baselines.kept_entries`), met exactly; the other entries are set to 0
+    Budget: `round(prune_<side>_fraction * num_ids * d_max)` entries
+    (`baselines.kept_entries`; `d_max`, the largest candidate, is the
+    memory table's FIXED reference, so the fraction is the memory ratio the
+    pruned model ends with), met exactly; the other entries are set to 0
     and stay 0 while the test part keeps learning (`apply_prune_masks`).
     """
     fractions = {'user': self.cfg.search.prune_user_fraction,
                  'item': self.cfg.search.prune_item_fraction}
+    reference = self.cfg.model.candidate_sizes[-1]
     for side in SIDES:
       table = self.core.embeddings[side].tables[0]
-      num_ids, dims = table.shape
+      num_ids, _ = table.shape
       mask = baselines.prune_mask(
           table.numpy(),
-          baselines.kept_entries(fractions[side], num_ids, dims))
+          baselines.kept_entries(fractions[side], num_ids, reference))
       self.prune_masks[side].assign(mask)
       table.assign(table * mask)
     self.pruned.assign(True)

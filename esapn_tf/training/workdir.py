@@ -34,7 +34,8 @@ class WorkdirLock:
   """Context manager holding `workdir/.lock` for this process.
 
   Raises:
-    errors.UserInputError: on entry, when a live process holds the lock.
+    errors.UserInputError: on entry, when a live process holds the lock or
+      the workdir is not writable.
   """
 
   def __init__(self, workdir: str):
@@ -47,6 +48,10 @@ class WorkdirLock:
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
         pid = self._holder()
+        if pid is None and not os.path.isfile(self.path):
+          raise errors.UserInputError(
+              f'cannot take the lock {self.path}: it is not a file; pass '
+              'another --workdir')
         if pid is not None and pid != os.getpid() and _alive(pid):
           raise errors.UserInputError(
               f'{os.path.dirname(self.path)} is in use by the run of process '
@@ -54,6 +59,10 @@ class WorkdirLock:
         self.took_over_from = pid
         os.remove(self.path)  # stale: its process is gone
         continue
+      except OSError as e:
+        raise errors.UserInputError(
+            f'cannot write in workdir {os.path.dirname(self.path)!r} '
+            f'({e.strerror}); pass a writable --workdir') from e
       with os.fdopen(fd, 'w') as f:
         f.write(f'{os.getpid()}\n')
       return self

@@ -37,6 +37,16 @@ _BAD_FLAGS = {
                                'learning_rate=-1.0 is invalid'),
     'unknown_task': (['--task=ranking'], "task='ranking' is invalid"),
     'unknown_dataset': (['--dataset=ml-2m'], "dataset='ml-2m' is invalid"),
+    'pruned_without_budget': (['--method=pruned'],
+                              'prune_user_fraction=0.0 is invalid: '
+                              '--method=pruned needs the share'),
+    'pruned_budget_beyond_its_table': (
+        ['--method=pruned', '--fixed_size=16', '--prune_user_fraction=0.5',
+         '--prune_item_fraction=0.1'], 'a 16-dim table holds at most 0.125'),
+    'fraction_for_another_method': (['--prune_item_fraction=0.5'],
+                                    'applies to --method=pruned only'),
+    'mde_temperature': (['--method=mde', '--mde_temperature=2'],
+                        'mde_temperature=2.0 is invalid'),
 }
 
 
@@ -87,6 +97,17 @@ class TrainScriptTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFailsCleanly(
         ['--dataset=ml-latest-small', f'--data_dir={missing}'],
         f'{missing} does not exist')
+
+  def test_data_dir_alone_names_the_dataset(self):
+    # The GroupLens name of the archive is the dataset: ml-latest-small is
+    # then read (and found missing) instead of the synthetic set.
+    missing = os.path.join(self.root, 'ml-latest-small.zip')
+    self.assertFailsCleanly([f'--data_dir={missing}'],
+                            f'{missing} does not exist')
+    other = os.path.join(self.root, 'my-ratings.zip')
+    self.assertFailsCleanly([f'--data_dir={other}'],
+                            "'my-ratings' is not a GroupLens name; pass "
+                            '--dataset=')
 
   def test_zip_without_ratings(self):
     path = os.path.join(self.root, 'ml-test.zip')

@@ -427,15 +427,22 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(errors.UserInputError, 'no config.json'):
       export.export_run(self.get_temp_dir(), os.path.join(self.root, 'x'))
 
-  def test_soft_mixture_runs_are_refused(self):
+  def test_soft_mixture_and_pruned_runs_are_refused(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     cfg = config.ExperimentConfig(search=config.SearchConfig(method='darts'))
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(cfg.to_json())
     with self.assertRaisesRegex(errors.UserInputError,
-                                'darts run: .*soft mixture'):
+                                'holds a darts run: .*soft mixture'):
       export.export_run(workdir, os.path.join(self.root, 'soft'))
     self.assertFalse(os.path.exists(os.path.join(self.root, 'soft')))
+    cfg = config.ExperimentConfig(search=config.SearchConfig(
+        method='pruned', prune_user_fraction=0.5, prune_item_fraction=0.5))
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(cfg.to_json())
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'holds a pruned run: .*sparse export'):
+      export.export_run(workdir, os.path.join(self.root, 'soft'))
 
   def test_export_script(self):
     base = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'm')
