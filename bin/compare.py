@@ -79,10 +79,12 @@ def main(argv):
     sys.exit(2)
   except (errors.RunInterrupted, KeyboardInterrupt) as e:
     report_path = os.path.join(FLAGS.workdir, 'comparison.md')
-    done = (f'{report_path} shows the cells done so far; '
-            if os.path.exists(report_path) else '')
-    print(f'interrupted: {str(e) or "Ctrl-C"}; {done}rerun the same command to '
-          'continue', file=sys.stderr)
+    message = str(e) or 'Ctrl-C'
+    if 'Run the same command again' not in message:
+      message += '; rerun the same command to continue'
+    if os.path.exists(report_path):
+      message += f' ({report_path} shows the cells done so far)'
+    print(f'interrupted: {message}', file=sys.stderr)
     sys.exit(130)
   print('\n' + report.summary_text(cells, meta, FLAGS.workdir), flush=True)
   if not any(c.finished for c in cells):

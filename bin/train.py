@@ -152,6 +152,20 @@ def build_config() -> config_lib.ExperimentConfig:
           log_every_seconds=FLAGS.log_every_seconds))
 
 
+# Flags that only some methods read: a note when another method is chosen.
+_METHOD_FLAGS = {'fixed_size': ('fixed', 'pruned'),
+                 'mde_temperature': ('mde',),
+                 'architecture_learning_rate': ('darts', 'autoemb'),
+                 'controller_hidden_units': ('autoemb',)}
+
+
+def ignored_flag_notes(method: str):
+  """'note: ...' lines for the given method-specific flags it ignores."""
+  return [f'note: --{name} applies to --method={"/".join(methods)} only; '
+          'ignored' for name, methods in _METHOD_FLAGS.items()
+          if FLAGS[name].present and method not in methods]
+
+
 def quiet_logs() -> None:
   """Keeps TensorFlow's INFO lines (checkpoint saving) and TF-Agents'
   autograph SyntaxWarnings out of the progress lines."""
@@ -167,6 +181,8 @@ def main(argv):
   from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()
+    for note in ignored_flag_notes(cfg.search.method):
+      print(note, file=sys.stderr)
     if FLAGS.export_dir:  # checked before training, not after
       from esapn_tf.serving import export  # pylint: disable=g-import-not-at-top
       export.check_export_dir(FLAGS.export_dir)

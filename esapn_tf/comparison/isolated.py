@@ -79,7 +79,8 @@ def run_in_subprocess(cfg: config_lib.ExperimentConfig, workdir: str,
     status, message = _run_child(
         command(config_path, workdir, verbose, restart), verbose)
   finally:
-    os.remove(config_path)
+    if os.path.exists(config_path):  # the child removes it once read
+      os.remove(config_path)
   if status == 0:
     with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
       return json.load(f)
@@ -105,7 +106,10 @@ def _run_child(cmd: List[str], verbose: bool):
       try:
         _, stderr = child.communicate()
       except KeyboardInterrupt:
-        # The child got the SIGINT too: let it save its checkpoint.
+        # Pass the SIGINT on (a Ctrl-C reaches the child too, a `kill -INT`
+        # of this process does not) and let the child save its checkpoint.
+        if child.poll() is None:
+          child.send_signal(signal.SIGINT)
         try:
           _, stderr = child.communicate(timeout=_INTERRUPT_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
@@ -113,8 +117,8 @@ def _run_child(cmd: List[str], verbose: bool):
           _, stderr = child.communicate()
         status = child.returncode
         raise errors.RunInterrupted(
-            _last_line(stderr) or f'the run stopped (status {status})'
-        ) from None
+            _strip(_last_line(stderr), 'interrupted:') or
+            f'the run stopped (status {status})') from None
     finally:
       if forwarded is not None:
         signal.signal(signal.SIGTERM, forwarded)
@@ -150,9 +154,21 @@ def _error(status: int, message: str) -> Exception:
                      f'{message or "no message"}')
 
 
+def _stop_with_parent() -> None:
+  """Linux: SIGTERM this process when its parent dies (even by SIGKILL),
+  so that the run checkpoints and exits instead of holding its workdir."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    libc = ctypes.CDLL('libc.so.6', use_errno=True)
+    libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass  # not Linux: an orphaned run finishes on its own
+
+
 def main(argv: List[str]) -> int:
   """Child entry point: `<config.json> <workdir> [--verbose] [--restart]`."""
   # pylint: disable=g-import-not-at-top
+  _stop_with_parent()
   from esapn_tf.training import loop
   args = [a for a in argv if not a.startswith('--')]
   if len(args) != 2:
@@ -162,6 +178,7 @@ def main(argv: List[str]) -> int:
   try:
     with open(args[0], encoding='utf-8') as f:
       cfg = config_lib.ExperimentConfig.from_dict(json.load(f))
+    os.remove(args[0])
     loop.run_experiment(cfg, args[1], verbose='--verbose' in argv,
                         restart='--restart' in argv)
   except errors.UserInputError as e:

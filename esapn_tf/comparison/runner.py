@@ -227,12 +227,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   run_fn = run_fn or loop.run_experiment
   out = out or sys.stdout
   cells = plan_cells(workdir, tasks, methods, num_seeds)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise errors.UserInputError(
-        f'cannot create workdir {workdir!r} ({e.strerror}); pass a writable '
-        '--workdir') from e
+  workdir_lib.make_folder(workdir)
   meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
           'tasks': list(tasks), 'methods': list(methods),
           'num_seeds': num_seeds, 'machine': platform.node(),
@@ -285,6 +280,9 @@ def _run_cell(base, workdir, cells, cell, run_fn, rerun, verbose_runs, out):
             'configuration)', file=out, flush=True)
       return
     restart = rerun or _other_interrupted_run(cell.workdir, cfg)
+    note = _start_note(cell.workdir, rerun, restart)
+    if note:
+      print(f'  {note}', file=out, flush=True)
     cell.results = run_fn(cfg, cell.workdir, verbose=verbose_runs,
                           restart=restart)
     cell.status = OK
@@ -316,6 +314,12 @@ def _esapn_results(base, workdir, cells, cell):
   earlier = Cell(cell.task, 'esapn', cell.seed,
                  cell_workdir(workdir, cell.task, 'esapn', cell.seed))
   results = finished_results(earlier.workdir, cell_config(base, earlier))
+  if results is None and os.path.exists(
+      os.path.join(earlier.workdir, 'results.json')) and not esapn:
+    raise errors.UserInputError(
+        'pruned needs the esapn run of the same task, seed and settings; '
+        f'the one in {earlier.workdir} has other settings: add esapn to '
+        '--methods to run it again')
   if results is None and esapn and esapn[0].status == FAILED:
     raise errors.UserInputError(
         'pruned needs the esapn run of the same task and seed, which failed '
@@ -323,6 +327,20 @@ def _esapn_results(base, workdir, cells, cell):
   if results is None:
     raise errors.UserInputError(PRUNED_NEEDS_ESAPN)
   return results
+
+
+def _start_note(run_dir: str, rerun: bool, restart: bool) -> str:
+  """What happens to an earlier run in `run_dir` (finished results are
+  reused before this is asked), or '' for a fresh cell."""
+  if workdir_lib.incomplete_run(run_dir):
+    if restart and not rerun:
+      return ('the interrupted run there has other settings: starting over '
+              '(it moves to previous/)')
+    return '' if restart else 'resuming the interrupted run there'
+  if os.path.exists(os.path.join(run_dir, 'results.json')) and not rerun:
+    return ('the finished run there has other settings: running again (it '
+            'moves to previous/)')
+  return ''
 
 
 def _other_interrupted_run(run_dir, cfg) -> bool:

@@ -39,6 +39,7 @@ from esapn_tf.serving import module as module_lib
 from esapn_tf.serving import params as params_lib
 from esapn_tf.serving import report as report_lib
 from esapn_tf.training import outputs
+from esapn_tf.training import workdir as workdir_lib
 
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 REPORT_FILE = 'export_report.json'
@@ -173,12 +174,7 @@ def check_export_dir(export_dir: str) -> None:
 
 
 def _make_export_dir(export_dir: str) -> None:
-  try:
-    os.makedirs(export_dir, exist_ok=True)
-  except OSError as e:
-    raise errors.UserInputError(
-        f'cannot create --export_dir {export_dir!r} ({e.strerror}); pass a '
-        'writable folder') from e
+  workdir_lib.make_folder(export_dir, '--export_dir')
 
 
 def export_run(workdir: str, export_dir: str, model_name: str = 'esapn',

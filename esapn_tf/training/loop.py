@@ -92,12 +92,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         f'the {part} part is empty ({s.num_examples} examples, '
         f'train_fraction={d.train_fraction}); use more data or another '
         '--train_fraction')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise errors.UserInputError(
-        f'cannot create workdir {workdir!r} ({e.strerror}); pass a writable '
-        '--workdir') from e
+  workdir_lib.make_folder(workdir)
   with workdir_lib.WorkdirLock(workdir) as lock:
     if lock.took_over_from is not None and verbose:
       print(f'Took over the stale lock of process {lock.took_over_from} in '

@@ -150,10 +150,10 @@ class Progress:
       return
     now = time.perf_counter()
     if self.last_done == 0:
-      # The first step traces the graphs and compiles them with XLA: report
-      # it on its own and start measuring the rate after it.
+      # The first step traces the graphs (and compiles them, with XLA):
+      # report it on its own and start measuring the rate after it.
       print(f'[{phase}] first step took {now - self.start:.1f} s (tracing '
-            'and XLA compilation)', file=self.stream, flush=True)
+            'and compilation)', file=self.stream, flush=True)
       self.last, self.last_done = now, self.done
       return
     if not force and now - self.last < self.every:

@@ -80,6 +80,24 @@ class WorkdirLock:
       os.remove(self.path)
 
 
+def make_folder(path: str, flag: str = '--workdir') -> None:
+  """Creates the folder `path` (and its parents) if missing.
+
+  Raises:
+    errors.UserInputError: `path` is a file, or cannot be created; the
+      message names `flag`.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise errors.UserInputError(
+        f'{flag} {path!r} is a file, not a folder; pass another {flag}')
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise errors.UserInputError(
+        f'cannot create {flag} {path!r} ({e.strerror}); pass a writable '
+        f'{flag}') from e
+
+
 def latest_checkpoint_present(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, 'checkpoints', 'checkpoint'))
 

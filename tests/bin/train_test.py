@@ -148,6 +148,17 @@ class TrainScriptTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(cfg['train']['jit_compile'])
     self.assertEqual(cfg['data']['synthetic_num_ratings'], 2000)
 
+  def test_flags_of_other_methods_get_a_note(self):
+    result = _run([
+        '--dataset=synthetic', '--synthetic_num_ratings=1000',
+        '--batch_size=200', '--candidate_sizes=2,4', '--hidden_units=8',
+        '--jit_compile=false', '--method=fixed', '--mde_temperature=0.3',
+        f'--workdir={self.workdir}'])
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn('note: --mde_temperature applies to --method=mde only; '
+                  'ignored', result.stderr)
+    self.assertNotIn('--fixed_size applies', result.stderr)
+
 
 if __name__ == '__main__':
   tf.test.main()

@@ -233,8 +233,12 @@ class RunnerTest(tf.test.TestCase):
     # An earlier esapn run made with other settings does not count.
     other = _Config(data=_Data(data_dir='elsewhere'))
     cells, _, _ = self._compare(_FakeRun(), ('pruned',), base=other)
-    self.assertEqual([c.error for c in cells],
-                     ['UserInputError: ' + runner.PRUNED_NEEDS_ESAPN] * 2)
+    self.assertEqual([c.status for c in cells], [runner.FAILED] * 2)
+    for cell in cells:
+      self.assertRegex(
+          cell.error, r'^UserInputError: pruned needs the esapn run of the '
+          r'same task, seed and settings; the one in .*/runs/binary/esapn/'
+          rf'seed{cell.seed} has other settings: add esapn to --methods')
 
   def test_finished_cells_are_reused_unless_rerun(self):
     self._compare(_FakeRun(), ('esapn', 'pruned'))
@@ -261,10 +265,13 @@ class RunnerTest(tf.test.TestCase):
     self._compare(fake, ('fixed',),
                   base=_Config(train=_Train(log_every_seconds=1.0)))
     self.assertEqual(fake.calls, [])
-    # ... one that does may not.
-    self._compare(fake, ('fixed',), base=_Config(train=_Train(batch_size=7)))
+    # ... one that does may not, and the rerun says why.
+    _, _, out = self._compare(fake, ('fixed',),
+                              base=_Config(train=_Train(batch_size=7)))
     self.assertEqual(fake.calls, [('binary', 'fixed', 0, False),
                                   ('binary', 'fixed', 1, False)])
+    self.assertEqual(out.count('  the finished run there has other settings: '
+                               'running again (it moves to previous/)'), 2)
 
   def test_interrupted_comparison_writes_the_report_and_continues(self):
     fake = _FakeRun(interrupt=[('binary', 'esapn', 1)])
