@@ -101,7 +101,7 @@ class SearchCore(tf.Module):
     }
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
-    self.tables = [t for side in SIDES for t in self.embeddings[side].tables]
+    self.tables = [self.embeddings[side].packed_tables for side in SIDES]
     table_ids = {id(t) for t in self.tables}
     self.dense_variables = [v for v in model.trainable_variables
                             if id(v) not in table_ids]
@@ -318,20 +318,19 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
                                 batch: Batch) -> None:
   """One optimizer step of the recommender on `loss`.
 
-  With `lazy_adam.LazyAdam`, the tables get row-sparse updates: every table
-  of a side was gathered once with the batch's ids, so one duplicate-summing
-  pass per side serves all its tables. Any other optimizer gets the plain
-  `apply_gradients`.
+  With `lazy_adam.LazyAdam`, each side's `packed_tables` (every size's
+  table, read with one gather of the batch's ids) gets one row-sparse
+  update. Any other optimizer gets the plain `apply_gradients`.
 
   Args:
     optimizer: the recommender's optimizer.
     tape: the tape that recorded `loss`.
     loss: float32 scalar.
     dense_variables: the model's trainable variables other than the tables.
-    embeddings: `{'user': layer, 'item': layer}` with `tables`.
+    embeddings: `{'user': layer, 'item': layer}` (`embedding.SizedTables`).
     batch: the batch (`'user'` and `'item'` int32 `[batch]` rows).
   """
-  tables = [t for side in SIDES for t in embeddings[side].tables]
+  tables = [embeddings[side].packed_tables for side in SIDES]
   variables = list(dense_variables) + tables
   grads = tape.gradient(loss, variables)
   if not isinstance(optimizer, lazy_adam.LazyAdam):
@@ -339,12 +338,9 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     return
   n = len(dense_variables)
   optimizer.apply_gradients(zip(grads[:n], dense_variables))
-  table_grads = iter(grads[n:])
-  for side in SIDES:
-    optimizer.apply_row_gradients(
-        batch[side], [(next(table_grads).values, t)
-                      for t in embeddings[side].tables],
-        count_step=False)
+  for side, grad, table in zip(SIDES, grads[n:], tables):
+    optimizer.apply_row_gradients(batch[side], [(grad.values, table)],
+                                  count_step=False)
 
 
 def any_per_id(ids: tf.Tensor, flags: tf.Tensor, num_ids: int) -> tf.Tensor:

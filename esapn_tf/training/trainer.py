@@ -89,7 +89,7 @@ class Trainer:
     self.prune_masks = {}
     if self.method == 'pruned':
       self.prune_masks = {
-          side: tf.Variable(tf.ones_like(self.core.embeddings[side].tables[0]),
+          side: tf.Variable(tf.ones_like(self.core.embeddings[side].table(0)),
                             trainable=False, name=f'{side}_prune_mask')
           for side in SIDES}
       self.apply_prune_masks = tf.function(self._apply_prune_masks)
@@ -367,7 +367,8 @@ class Trainer:
     fractions = {'user': self.cfg.search.prune_user_fraction,
                  'item': self.cfg.search.prune_item_fraction}
     for side in SIDES:
-      table = self.core.embeddings[side].tables[0]
+      # pruned has one size, so its packed tables are that size's table.
+      table = self.core.embeddings[side].packed_tables
       num_ids, dims = table.shape
       mask = baselines.prune_mask(
           table.numpy(),
@@ -379,7 +380,7 @@ class Trainer:
   def _apply_prune_masks(self, batch: environment.Batch) -> None:
     """Zeroes again the pruned entries of the rows a step touched."""
     for side in SIDES:
-      table = self.core.embeddings[side].tables[0]
+      table = self.core.embeddings[side].packed_tables  # one size
       ids = batch[side]
       table.scatter_nd_update(
           tf.expand_dims(ids, -1),
