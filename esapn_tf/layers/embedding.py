@@ -14,6 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 
+# Rows of the packed tables are padded to a multiple of this many floats
+# (64 bytes: a cache line, one AVX-512 vector).
+ROW_ALIGNMENT = 16
+
+
 class SizedTables(tf.keras.layers.Layer):
   """Base of the embedding layers: one table per candidate size, per id.
 
@@ -22,11 +27,15 @@ class SizedTables(tf.keras.layers.Layer):
   `[num_ids]` (0 at the start) and `get_config`.
 
   The tables are stored side by side in one variable, `packed_tables`
-  float32 `[num_ids, sum_k d_k]`: `E_k` is its columns
-  `table_offsets[k] : table_offsets[k] + d_k`. A batch then reads all its
-  rows with one gather, and the optimizer updates a side's rows in one
-  row-sparse step instead of one per size (BUILD_NOTES.md, "Speed").
-  `table(k)` and `tables` read the tables one by one.
+  float32 `[num_ids, packed_dim]`: `E_k` is its columns
+  `table_offsets[k] : table_offsets[k] + d_k`, and the row is padded with
+  zero columns to a multiple of `ROW_ALIGNMENT` (222 -> 224 columns for the
+  paper's sizes). A batch then reads all its rows with one gather, and the
+  optimizer updates a side's rows in one row-sparse step instead of one per
+  size (BUILD_NOTES.md, "Speed": XLA's CPU scatters are about 3 times
+  slower on 222-float rows than on aligned ones). The padding never gets a
+  gradient, so it stays 0. `table(k)` and `tables` read the tables one by
+  one.
   """
 
   def __init__(self,
@@ -77,8 +86,9 @@ class SizedTables(tf.keras.layers.Layer):
 
   @property
   def packed_dim(self) -> int:
-    """Columns of `packed_tables`: `sum_k d_k` (222 for the paper's sizes)."""
-    return sum(self.candidate_sizes)
+    """Columns of `packed_tables`: `sum_k d_k` rounded up to a multiple of
+    `ROW_ALIGNMENT` (224 for the paper's sizes)."""
+    return -(-sum(self.candidate_sizes) // ROW_ALIGNMENT) * ROW_ALIGNMENT
 
   def _build_tables(self) -> None:
     """Creates `packed_tables` (every size's table) and `size_index`."""
@@ -89,10 +99,12 @@ class SizedTables(tf.keras.layers.Layer):
       # each table starts as it would as a variable of its own (and one
       # unseeded instance is not asked twice for the same shape).
       del shape
+      padding = self.packed_dim - sum(self.candidate_sizes)
       return tf.concat([
           init.__class__.from_config(init.get_config())(
               (self.num_ids, d), dtype=dtype)
-          for d in self.candidate_sizes], axis=1)
+          for d in self.candidate_sizes] + [
+              tf.zeros((self.num_ids, padding), dtype)], axis=1)
 
     self.packed_tables = self.add_weight(
         name='packed_tables', shape=(self.num_ids, self.packed_dim),
@@ -102,7 +114,7 @@ class SizedTables(tf.keras.layers.Layer):
         initializer='zeros', trainable=False)
 
   def split_rows(self, rows: tf.Tensor) -> List[tf.Tensor]:
-    """Per size, the columns of `rows` float32 `[..., sum_k d_k]` of `E_k`.
+    """Per size, the columns of `rows` float32 `[..., packed_dim]` of `E_k`.
 
     Returns:
       float32 `[..., d_k]` for each size `k`.
@@ -237,14 +249,17 @@ class MultiSizeEmbedding(SizedTables):
     scatter_ids = tf.expand_dims(ids, -1)
     # Every size's row of each id at once: `E_{k+1}` takes the lift of `E_k`
     # where the id moves from k, its old value elsewhere; one row write.
-    old = self.split_rows(tf.gather(self.packed_tables, ids))
+    rows = tf.gather(self.packed_tables, ids)
+    old = self.split_rows(rows)
     new = [old[0]]
     for k in range(self.num_sizes - 1):
       at_k = tf.logical_and(selected, tf.equal(current, k))
       lifted = tf.matmul(old[k], self.lift_kernels[k]) + self.lift_biases[k]
       new.append(tf.where(tf.expand_dims(at_k, -1), lifted, old[k + 1]))
     if self.num_sizes > 1:
-      self.packed_tables.scatter_nd_update(scatter_ids, tf.concat(new, -1))
+      padding = rows[:, sum(self.candidate_sizes):]
+      self.packed_tables.scatter_nd_update(scatter_ids,
+                                           tf.concat(new + [padding], -1))
     self.size_index.scatter_nd_update(
         scatter_ids, current + tf.cast(selected, tf.int32))
     return selected

@@ -367,24 +367,26 @@ class Trainer:
     fractions = {'user': self.cfg.search.prune_user_fraction,
                  'item': self.cfg.search.prune_item_fraction}
     for side in SIDES:
-      # pruned has one size, so its packed tables are that size's table.
-      table = self.core.embeddings[side].packed_tables
+      emb = self.core.embeddings[side]  # one size: table 0
+      table = emb.table(0)
       num_ids, dims = table.shape
       mask = baselines.prune_mask(
           table.numpy(),
           baselines.kept_entries(fractions[side], num_ids, dims))
       self.prune_masks[side].assign(mask)
-      table.assign(table * mask)
+      emb.assign_table(0, table * mask)
     self.pruned.assign(True)
 
   def _apply_prune_masks(self, batch: environment.Batch) -> None:
     """Zeroes again the pruned entries of the rows a step touched."""
     for side in SIDES:
-      table = self.core.embeddings[side].packed_tables  # one size
+      emb = self.core.embeddings[side]  # one size: table 0, then padding
       ids = batch[side]
-      table.scatter_nd_update(
-          tf.expand_dims(ids, -1),
-          tf.gather(table, ids) * tf.gather(self.prune_masks[side], ids))
+      mask = tf.gather(self.prune_masks[side], ids)
+      mask = tf.pad(mask, [[0, 0], [0, emb.packed_dim - mask.shape[1]]],
+                    constant_values=1.0)
+      emb.packed_tables.scatter_nd_update(
+          tf.expand_dims(ids, -1), tf.gather(emb.packed_tables, ids) * mask)
 
   def dims_per_id(self, side: str) -> tf.Tensor:
     """float32 `[num_ids]`: the embedding dimensions each id uses now.

@@ -70,13 +70,15 @@ class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(layer.tables[1], row)
 
   def test_packed_tables_are_the_per_size_tables_side_by_side(self):
-    # Sizes (1, 2, 3): columns 0 | 1-2 | 3-5 of the packed variable.
+    # Sizes (1, 2, 3): columns 0 | 1-2 | 3-5 of the packed variable, then
+    # zeros up to 16 columns (ROW_ALIGNMENT).
     layer = self._layer(sizes=(1, 2, 3), num_ids=2)
     self.assertEqual(layer.table_offsets, (0, 1, 3))
-    self.assertEqual(layer.packed_tables.shape, (2, 6))
+    self.assertEqual(layer.packed_tables.shape, (2, 16))
     layer.assign_table(1, [[2.0, 3.0], [4.0, 5.0]])
     self.assertAllEqual(layer.packed_tables,
-                        [[1, 2, 3, 1, 1, 1], [1, 4, 5, 1, 1, 1]])
+                        [[1, 2, 3, 1, 1, 1] + [0] * 10,
+                         [1, 4, 5, 1, 1, 1] + [0] * 10])
     self.assertAllEqual(layer.table(1), [[2, 3], [4, 5]])
     self.assertEqual([t.shape for t in layer.tables], [(2, 1), (2, 2), (2, 3)])
 
@@ -139,8 +141,9 @@ class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(layer.table(k), separate[k], rtol=1e-6, atol=1e-7)
     # Rows 1, 2, 4 were in no batch: unchanged by Adam.
     packed_m, _ = packed_adam.slots(layer.packed_tables)
-    self.assertAllEqual(tf.gather(packed_m, [1, 2, 4]),
-                        tf.zeros([3, sum(SIZES)]))
+    self.assertAllEqual(tf.gather(packed_m, [1, 2, 4]), tf.zeros([3, 224]))
+    # The padding columns 222-223 never move.
+    self.assertAllEqual(layer.packed_tables[:, 222:], tf.zeros([12, 2]))
     for k, var in enumerate(separate):
       m, v = separate_adam.slots(var)
       pm, pv = (layer.split_rows(s) for s in
