@@ -114,7 +114,7 @@ def throughput(s, batch_size):
     for side in environment.SIDES:
       _, deciding = core.occurrence_masks(side, b[side],
                                           b[f'{side}_frequency'])
-      action = t._sample(side, agent_lib.first_time_step(obs[side]))  # pylint: disable=protected-access
+      action = t._sample(side, obs[side])  # pylint: disable=protected-access
       out[side] = environment.any_per_id(
           b[side], tf.logical_and(deciding, action > 0),
           core.embeddings[side].num_ids)
@@ -126,15 +126,15 @@ def throughput(s, batch_size):
       core.model.item_embedding.enlarge(b['item'], no(b))),
                         jit_compile=True)
 
-  def policy_update(b):
+  def policy_update(b):  # both actions present, as in training
     outs = []
     for side in environment.SIDES:
       obs = core.observe(b)[side]
-      exp = trainer_lib.one_step_episodes(
-          obs, tf.zeros_like(b[side]), tf.zeros([tf.shape(b[side])[0]]))
-      with tf.summary.record_if(False):
-        outs.append(t.agents[side].train(
-            exp, weights=tf.ones([tf.shape(b[side])[0], 1])).loss)
+      action = tf.where(obs['size_index'] < len(t.sizes) - 1,
+                        tf.math.floormod(obs['frequency'], 2), 0)
+      n = tf.shape(b[side])[0]
+      outs.append(t._train_policy(  # pylint: disable=protected-access
+          side, obs, action, tf.zeros([n]), tf.ones([n])).loss)
     return outs
 
   recommender_step = lambda b: core.train_step(b, no(b), no(b))
