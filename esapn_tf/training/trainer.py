@@ -241,7 +241,8 @@ class Trainer:
           ids, tf.logical_and(deciding[side],
                               tf.equal(actions[side], agent_lib.ENLARGE)),
           core.embeddings[side].num_ids)
-    out = core.train_step(batch, enlarge['user'], enlarge['item'])
+    out = core.train_step_for_size(batch, enlarge['user'], enlarge['item'],
+                                   self.cfg.train.batch_size)
     if self.search and self.next_appearance:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
