@@ -6,7 +6,8 @@
 In one process (plus two child processes, for the end-to-end run and for the
 peak memory of loading), on the same data and batch size:
   * training throughput of FIXED and ESAPN (median of timed windows after a
-    warm-up) and their ratio, with ESAPN's step broken down by phase;
+    warm-up, the two methods' windows interleaved) and their ratio (the
+    median of the windows' ratios), with ESAPN's step broken down by phase;
   * the wall time of the ml-latest-small binary run, process start to
     results.json (bin/train.py in a child process);
   * loading a GroupLens-format ratings.csv of ml-20m size (20,000,263 rows,
@@ -39,7 +40,7 @@ flags.DEFINE_string(
     'GroupLens ml-latest-small archive or folder.')
 flags.DEFINE_integer('batch_size', 500, 'Examples per step.')
 flags.DEFINE_integer('window_steps', 30, 'Steps per timed window.')
-flags.DEFINE_integer('windows', 3, 'Timed windows (the median is reported).')
+flags.DEFINE_integer('windows', 5, 'Timed windows (the median is reported).')
 flags.DEFINE_integer('warmup_steps', 5, 'Untimed steps after compilation.')
 flags.DEFINE_bool('skip_20m', False, 'Leave out the ml-20m-scale parts.')
 flags.DEFINE_string('cache_dir',
@@ -71,6 +72,41 @@ def _median_step_seconds(fn, batches, steps_per_window, windows, warmup):
   return float(np.median(medians))
 
 
+def _paired_step_seconds(fns, batches, steps_per_window, windows, warmup):
+  """Like `_median_step_seconds` for several steps, their windows interleaved.
+
+  Window `w` times every function in turn (the order rotates from window to
+  window), so a change of machine load between windows hits all of them
+  alike and the ratio of two functions' times within a window is meaningful.
+
+  Args:
+    fns: `{name: step function}`.
+    batches: the batches, reused cyclically.
+    steps_per_window: calls per timed window.
+    windows: timed windows per function.
+    warmup: untimed calls per function after its first (compiling) one.
+
+  Returns:
+    `{name: [mean seconds per call in window w, ...]}`.
+  """
+  needed = warmup + 1 + steps_per_window * windows
+  batches = [batches[i % len(batches)] for i in range(needed)]
+  for fn in fns.values():
+    for b in batches[:warmup + 1]:
+      _sync(fn(b))
+  names = list(fns)
+  seconds = {name: [] for name in names}
+  for w in range(windows):
+    start = warmup + 1 + w * steps_per_window
+    for name in names[w % len(names):] + names[:w % len(names)]:
+      t0 = time.perf_counter()
+      for b in batches[start:start + steps_per_window]:
+        out = fns[name](b)
+      _sync(out)
+      seconds[name].append((time.perf_counter() - t0) / steps_per_window)
+  return seconds
+
+
 def _sync(out):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for x in tf.nest.flatten(out):
@@ -98,10 +134,15 @@ def throughput(s, batch_size):
   batches = list(stream_lib.make_dataset(s, 0, n, batch_size))
   timing = lambda fn: _median_step_seconds(
       fn, batches, FLAGS.window_steps, FLAGS.windows, FLAGS.warmup_steps)
-  result = {}
-  for method in ('fixed', 'esapn'):
-    trainer = _trainer(method, s, batch_size)
-    result[method] = timing(trainer.learn)
+  # FIXED and ESAPN windows interleaved; the ratio is the median of the
+  # windows' ratios (the machine's load moves both alike within a window).
+  windows = _paired_step_seconds(
+      {method: _trainer(method, s, batch_size).learn
+       for method in ('fixed', 'esapn')},
+      batches, FLAGS.window_steps, FLAGS.windows, FLAGS.warmup_steps)
+  result = {method: float(np.median(w)) for method, w in windows.items()}
+  result['ratios'] = [f / e for f, e in zip(windows['fixed'],
+                                             windows['esapn'])]
   # ESAPN phases, each compiled on its own and timed on the same batches.
   t = _trainer('esapn', s, batch_size)
   core = t.core
@@ -241,7 +282,8 @@ def main(argv):
       'batch_size': bs,
       'fixed_train_examples_per_second': bs / tp['fixed'],
       'esapn_train_examples_per_second': bs / tp['esapn'],
-      'esapn_over_fixed': tp['fixed'] / tp['esapn'],
+      'esapn_over_fixed': float(np.median(tp['ratios'])),
+      'esapn_over_fixed_per_window': tp['ratios'],
       'esapn_phase_seconds_per_step': tp['phases'],
   }
   report['e2e_ml_latest_small_seconds'] = end_to_end(FLAGS.data_dir)
