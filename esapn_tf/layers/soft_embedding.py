@@ -29,7 +29,8 @@ class SoftSizeEmbedding(embedding.SizedTables):
   float32 `[batch, n]` (rows summing to 1).
   Output: float32 `[batch, candidate_sizes[-1]]`, in (-1, 1) (tanh).
 
-  Variables: tables `E_k` float32 `[num_ids, d_k]`, maps `W_k`
+  Variables: tables `E_k` float32 `[num_ids, d_k]` (packed in one variable,
+  `embedding.SizedTables`), maps `W_k`
   `[d_k, d_n]` and biases `b_k` `[d_n]`, one BatchNormalization per size,
   and the non-trainable `size_index` int32 `[num_ids]` (0 at the start).
   Constructor arguments: `embedding.SizedTables`.
@@ -56,10 +57,11 @@ class SoftSizeEmbedding(embedding.SizedTables):
 
   def lifted(self, ids: tf.Tensor, training=None) -> tf.Tensor:
     """Every size's normalised lifted vector: float32 `[batch, n, d_n]`."""
+    rows = self.split_rows(tf.gather(self.packed_tables, ids))
     return tf.stack([
-        bn(tf.matmul(tf.gather(table, ids), kernel) + bias, training=training)
-        for table, kernel, bias, bn in zip(self.tables, self.map_kernels,
-                                           self.map_biases, self.batch_norms)
+        bn(tf.matmul(row, kernel) + bias, training=training)
+        for row, kernel, bias, bn in zip(rows, self.map_kernels,
+                                         self.map_biases, self.batch_norms)
     ], axis=1)
 
   def call(self, ids, training=None, weights: Optional[tf.Tensor] = None):

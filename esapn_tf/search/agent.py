@@ -180,3 +180,77 @@ def make_agent(num_sizes: int,
       name=name)
   agent.initialize()
   return agent
+
+
+def distinct_states(observation, num_sizes: int, num_buckets: int,
+                    action=None):
+  """Groups a batch by what the policy network sees of each example.
+
+  The network reads an example only through its (frequency bucket, size
+  index), and TF-Agents evaluates it in inference mode (BN with moving
+  statistics, BUILD_NOTES.md), so examples in one group get the same logits:
+  the network need only run once per group. Graph mode (dynamic shapes).
+
+  Args:
+    observation: `{'frequency': int32 [batch], 'size_index': int32 [batch]}`.
+    num_sizes: number of candidate sizes.
+    num_buckets: the network's log2 frequency buckets.
+    action: optional int32 `[batch]`; when given, groups are per
+      (state, action).
+
+  Returns:
+    (group int32 `[batch]`, each example's group in `0..G-1`;
+     the groups' observations, int32 `[G]` each: a member's frequency (all
+     members share its bucket) and the size index).
+  """
+  frequency = tf.cast(observation['frequency'], tf.int32)
+  size_index = tf.cast(observation['size_index'], tf.int32)
+  key = frequency_bucket(frequency, num_buckets) * num_sizes + size_index
+  if action is not None:
+    key = key * 2 + tf.cast(action, tf.int32)
+  unique, group = tf.unique(key)
+  count = tf.size(unique)
+  return group, {
+      'frequency': tf.math.unsorted_segment_max(frequency, group, count),
+      'size_index': tf.math.unsorted_segment_max(size_index, group, count),
+  }
+
+
+def grouped_rewards(observation, action, reward, weight, num_sizes: int,
+                    num_buckets: int):
+  """One weighted one-step episode per distinct (state, action) of a batch.
+
+  REINFORCE's loss in TF-Agents (`ReinforceAgent.policy_gradient_loss`,
+  returns = rewards for one-step episodes) is
+  `-sum_i w_i R_i log pi(a_i | s_i) / B` over the `B` rows of the batch.
+  Rows with the same (state, action) share `log pi`, so with `G` groups,
+  group reward `R_g = sum_{i in g} w_i R_i / W_g` (the weighted mean,
+  `W_g = sum_{i in g} w_i`) and group weight `W_g * G / B`, the same loss is
+  `-sum_g (W_g G / B) R_g log pi_g / G`: identical up to float rounding, and
+  the policy network runs on `G` rows instead of `B`. Not valid with
+  `normalize_returns` (TF-Agents then standardises the rows' returns).
+
+  Args:
+    observation: `{'frequency', 'size_index'}` int32 `[batch]`.
+    action: int32 `[batch]`.
+    reward: float32 `[batch]`.
+    weight: float32 `[batch]`, 0 for rows that are no training signal.
+    num_sizes: number of candidate sizes.
+    num_buckets: the network's log2 frequency buckets.
+
+  Returns:
+    (observation dict of int32 `[G]`, action int32 `[G]`, reward float32
+     `[G]`, weight float32 `[G]`).
+  """
+  group, states = distinct_states(observation, num_sizes, num_buckets,
+                                  action)
+  count = tf.size(states['size_index'])
+  total_weight = tf.math.unsorted_segment_sum(weight, group, count)
+  weighted_reward = tf.math.unsorted_segment_sum(weight * reward, group,
+                                                 count)
+  mean_reward = tf.math.divide_no_nan(weighted_reward, total_weight)
+  scale = (tf.cast(count, tf.float32) /
+           tf.cast(tf.shape(action)[0], tf.float32))
+  group_action = tf.math.unsorted_segment_max(tf.cast(action, tf.int32),
+                                              group, count)
+  return states, group_action, mean_reward, total_weight * scale

@@ -101,11 +101,15 @@ class SearchCore(tf.Module):
     }
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
-    self.tables = [t for side in SIDES for t in self.embeddings[side].tables]
+    self.tables = [self.embeddings[side].packed_tables for side in SIDES]
     table_ids = {id(t) for t in self.tables}
     self.dense_variables = [v for v in model.trainable_variables
                             if id(v) not in table_ids]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+    # For the (at most two) partial batches of a run: XLA would compile the
+    # whole step again for their shape (~3 s each); the graph runs at once.
+    self._jit_compile = jit_compile
+    self._train_step_graph = tf.function(self._train_step)
     self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
 
   # ---------------------------------------------------------------- state
@@ -297,6 +301,23 @@ class SearchCore(tf.Module):
         'item_enlarged': item_enlarged,
     }
 
+  def train_step_for_size(self, batch: Batch, user_enlarge: tf.Tensor,
+                          item_enlarge: tf.Tensor,
+                          compiled_size: int) -> Dict[str, tf.Tensor]:
+    """`train_step`, compiled only for batches of `compiled_size` examples.
+
+    Other batch sizes (a part's last batch) run `_train_step` as a plain
+    graph rather than an XLA program compiled for that one shape (BUILD_NOTES
+    .md, "Speed"). Same arguments and outputs as `_train_step`; works in
+    graph mode (a `tf.cond` on the batch size) and eagerly.
+    """
+    if not self._jit_compile:
+      return self.train_step(batch, user_enlarge, item_enlarge)
+    return tf.cond(
+        tf.equal(tf.shape(batch['user'])[0], compiled_size),
+        lambda: self.train_step(batch, user_enlarge, item_enlarge),
+        lambda: self._train_step_graph(batch, user_enlarge, item_enlarge))
+
   def _evaluate(self, batch: Batch) -> Dict[str, tf.Tensor]:
     """Scores a batch before learning from it (BN in inference mode).
 
@@ -318,20 +339,19 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
                                 batch: Batch) -> None:
   """One optimizer step of the recommender on `loss`.
 
-  With `lazy_adam.LazyAdam`, the tables get row-sparse updates: every table
-  of a side was gathered once with the batch's ids, so one duplicate-summing
-  pass per side serves all its tables. Any other optimizer gets the plain
-  `apply_gradients`.
+  With `lazy_adam.LazyAdam`, each side's `packed_tables` (every size's
+  table, read with one gather of the batch's ids) gets one row-sparse
+  update. Any other optimizer gets the plain `apply_gradients`.
 
   Args:
     optimizer: the recommender's optimizer.
     tape: the tape that recorded `loss`.
     loss: float32 scalar.
     dense_variables: the model's trainable variables other than the tables.
-    embeddings: `{'user': layer, 'item': layer}` with `tables`.
+    embeddings: `{'user': layer, 'item': layer}` (`embedding.SizedTables`).
     batch: the batch (`'user'` and `'item'` int32 `[batch]` rows).
   """
-  tables = [t for side in SIDES for t in embeddings[side].tables]
+  tables = [embeddings[side].packed_tables for side in SIDES]
   variables = list(dense_variables) + tables
   grads = tape.gradient(loss, variables)
   if not isinstance(optimizer, lazy_adam.LazyAdam):
@@ -339,12 +359,9 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     return
   n = len(dense_variables)
   optimizer.apply_gradients(zip(grads[:n], dense_variables))
-  table_grads = iter(grads[n:])
-  for side in SIDES:
-    optimizer.apply_row_gradients(
-        batch[side], [(next(table_grads).values, t)
-                      for t in embeddings[side].tables],
-        count_step=False)
+  for side, grad, table in zip(SIDES, grads[n:], tables):
+    optimizer.apply_row_gradients(batch[side], [(grad.values, table)],
+                                  count_step=False)
 
 
 def any_per_id(ids: tf.Tensor, flags: tf.Tensor, num_ids: int) -> tf.Tensor:

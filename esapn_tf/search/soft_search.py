@@ -74,7 +74,7 @@ class SoftSearchCore(tf.Module):
     self.architecture_optimizer = lazy_adam.LazyAdam(
         self.architecture_variables, search.architecture_learning_rate,
         name='architecture_adam')
-    self.tables = [t for side in SIDES for t in self.embeddings[side].tables]
+    self.tables = [self.embeddings[side].packed_tables for side in SIDES]
     table_ids = {id(t) for t in self.tables}
     self.dense_variables = [v for v in model.trainable_variables
                             if id(v) not in table_ids]

@@ -186,10 +186,10 @@ def restore_run(workdir: str) -> RestoredRun:
       task=cfg.model.task, hidden_units=cfg.model.hidden_units,
       batch_norm_momentum=cfg.model.batch_norm_momentum)
   model.build_all()
-  status = tf.train.Checkpoint(model=model).restore(checkpoint)
   try:
+    status = tf.train.Checkpoint(model=model).restore(checkpoint)
     status.expect_partial().assert_existing_objects_matched()
-  except AssertionError as e:
+  except (AssertionError, ValueError) as e:
     raise errors.UserInputError(
         f'the checkpoint {checkpoint!r} does not match {config_path!r}: '
         f'{e}') from e
@@ -252,7 +252,7 @@ def side_params(layer: embedding.MultiSizeEmbedding,
   for k in range(n):
     rows = np.flatnonzero(size_index == k)
     codes[rows] = (k << CODE_SHIFT) | np.arange(len(rows), dtype=np.int64)
-    table = layer.tables[k].numpy()[rows]
+    table = layer.table(k).numpy()[rows]
     if k == n - 1:
       table = (table.astype(np.float64) * scale + shift).astype(np.float32)
     tables.append(np.ascontiguousarray(table, np.float32))

@@ -67,7 +67,8 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
 
   Raises:
     errors.UserInputError: bad data or settings, a workdir in use, or a
-      resume with another configuration (nothing written then).
+      resume with another configuration or a checkpoint of another layout
+      (nothing written then).
     TrainingError: a non-finite loss (the last checkpoint is kept).
     RunInterrupted: SIGINT or SIGTERM (a checkpoint was written).
   """
@@ -135,7 +136,18 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       trainer.checkpoint(), os.path.join(workdir, 'checkpoints'),
       max_to_keep=2)
   if resume:
-    trainer.checkpoint().restore(manager.latest_checkpoint)
+    try:
+      # A checkpoint of another layout (e.g. the separate per-size tables
+      # of older versions) fails on a shape, or would otherwise leave
+      # variables at their initial values without a word.
+      trainer.checkpoint().restore(
+          manager.latest_checkpoint).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+      raise errors.UserInputError(
+          f'cannot resume the interrupted run in {workdir}: its checkpoint '
+          f'{os.path.basename(manager.latest_checkpoint)} does not hold this '
+          'version\'s variables (written by an older version?); pass '
+          '--restart to discard it, or use another --workdir') from e
     print(f'Resuming {workdir} from {os.path.basename(manager.latest_checkpoint)}'
           f' (step {int(trainer.step)}, {int(trainer.position):,} of '
           f'{s.num_examples:,} examples done)', flush=True)

@@ -89,7 +89,7 @@ class Trainer:
     self.prune_masks = {}
     if self.method == 'pruned':
       self.prune_masks = {
-          side: tf.Variable(tf.ones_like(self.core.embeddings[side].tables[0]),
+          side: tf.Variable(tf.ones_like(self.core.embeddings[side].table(0)),
                             trainable=False, name=f'{side}_prune_mask')
           for side in SIDES}
       self.apply_prune_masks = tf.function(self._apply_prune_masks)
@@ -141,35 +141,68 @@ class Trainer:
   def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
     """Step 1: REINFORCE on the previous batch, per side."""
     obs = self.core.observe(prev)
-    actions = {side: self._sample(side, agent_lib.first_time_step(obs[side]))
-               for side in SIDES}
+    actions = {side: self._sample(side, obs[side]) for side in SIDES}
     rewards, weights = self.core.rewards(prev, actions)
     stats = {}
     for side in SIDES:
-      experience = one_step_episodes(obs[side], actions[side], rewards[side])
-      with tf.summary.record_if(False):  # we write our own policy summaries
-        loss_info = self.agents[side].train(
-            experience, weights=tf.expand_dims(weights[side], 1))
+      loss_info = self._train_policy(side, obs[side], actions[side],
+                                     rewards[side], weights[side])
       n = tf.maximum(tf.reduce_sum(weights[side]), 1.0)
       stats[f'{side}_reward'] = tf.reduce_sum(rewards[side] * weights[side]) / n
       stats[f'{side}_policy_loss'] = loss_info.loss
     return stats
 
-  def _sample(self, side: str, time_step) -> tf.Tensor:
+  def _sample(self, side: str, observation) -> tf.Tensor:
     """int32 `[batch]` actions drawn from the side's collect policy.
 
     Gumbel-max on the policy's logits with stateless noise keyed by
     (seed, side, step): the same run draws the same actions, with or without
-    XLA (whose `tf.random.categorical` ignores seeds).
+    XLA (whose `tf.random.categorical` ignores seeds). The policy network
+    runs once per distinct state of the batch (`agent.distinct_states`), and
+    each example gets its state's logits and its own noise.
+
+    Args:
+      side: 'user' or 'item'.
+      observation: `{'frequency', 'size_index'}` int32 `[batch]`.
     """
-    dist = self.agents[side].collect_policy.distribution(time_step).action
-    logits = dist.logits_parameter()
+    group, states = agent_lib.distinct_states(
+        observation, len(self.sizes), self.cfg.search.num_frequency_buckets)
+    dist = self.agents[side].collect_policy.distribution(
+        agent_lib.first_time_step(states)).action
+    logits = tf.gather(dist.logits_parameter(), group)
     seed = tf.stack([tf.cast(self.cfg.train.seed, tf.int64),
                      self.step * 2 + SIDES.index(side)])
     uniform = tf.random.stateless_uniform(tf.shape(logits), seed,
                                           minval=1e-20, maxval=1.0)
     gumbel = -tf.math.log(-tf.math.log(uniform))
     return tf.argmax(logits + gumbel, -1, output_type=tf.int32)
+
+  def _train_policy(self, side: str, observation, action, reward, weight):
+    """One REINFORCE step of the side's agent on one-step episodes.
+
+    The episodes of a batch are merged per distinct (state, action)
+    (`agent.grouped_rewards`: the same loss, the network run on fewer
+    rows), except with `normalize_returns`, whose standardisation is over
+    the rows.
+
+    Args:
+      side: 'user' or 'item'.
+      observation: `{'frequency', 'size_index'}` int32 `[batch]`.
+      action: int32 `[batch]`.
+      reward: float32 `[batch]`.
+      weight: float32 `[batch]`, 0 for rows that are no training signal.
+
+    Returns:
+      The agent's `LossInfo`.
+    """
+    if not self.cfg.search.normalize_returns:
+      observation, action, reward, weight = agent_lib.grouped_rewards(
+          observation, action, reward, weight, len(self.sizes),
+          self.cfg.search.num_frequency_buckets)
+    with tf.summary.record_if(False):  # we write our own policy summaries
+      return self.agents[side].train(
+          one_step_episodes(observation, action, reward),
+          weights=tf.expand_dims(weight, 1))
 
   def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
     """Actions, enlargement and one recommender step on `batch`.
@@ -195,28 +228,27 @@ class Trainer:
       if not self.search:
         enlarge[side] = tf.zeros_like(ids, tf.bool)
         continue
-      time_step = agent_lib.first_time_step(obs[side])
       if self.next_appearance:
         _, deciding[side] = core.occurrence_masks(
             side, ids, batch[f'{side}_frequency'])
         history_means[side], _ = core.history_mean(side, ids)
-        actions[side] = self._sample(side, time_step)
+        actions[side] = self._sample(side, obs[side])
       else:
         deciding[side] = tf.ones_like(ids, tf.bool)
-        actions[side] = self.agents[side].policy.action(time_step).action
+        actions[side] = self.agents[side].policy.action(
+            agent_lib.first_time_step(obs[side])).action
       enlarge[side] = environment.any_per_id(
           ids, tf.logical_and(deciding[side],
                               tf.equal(actions[side], agent_lib.ENLARGE)),
           core.embeddings[side].num_ids)
-    out = core.train_step(batch, enlarge['user'], enlarge['item'])
+    out = core.train_step_for_size(batch, enlarge['user'], enlarge['item'],
+                                   self.cfg.train.batch_size)
     if self.search and self.next_appearance:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
             side, batch, out['loss'], history_means[side])
-        with tf.summary.record_if(False):  # we write our own policy summaries
-          loss_info = self.agents[side].train(
-              one_step_episodes(observation, action, reward),
-              weights=tf.expand_dims(weight, 1))
+        loss_info = self._train_policy(side, observation, action, reward,
+                                       weight)
         n = tf.maximum(tf.reduce_sum(weight), 1.0)
         out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
         out[f'{side}_policy_loss'] = loss_info.loss
@@ -370,23 +402,26 @@ class Trainer:
                  'item': self.cfg.search.prune_item_fraction}
     reference = self.cfg.model.candidate_sizes[-1]
     for side in SIDES:
-      table = self.core.embeddings[side].tables[0]
+      emb = self.core.embeddings[side]  # one size: table 0
+      table = emb.table(0)
       num_ids, _ = table.shape
       mask = baselines.prune_mask(
           table.numpy(),
           baselines.kept_entries(fractions[side], num_ids, reference))
       self.prune_masks[side].assign(mask)
-      table.assign(table * mask)
+      emb.assign_table(0, table * mask)
     self.pruned.assign(True)
 
   def _apply_prune_masks(self, batch: environment.Batch) -> None:
     """Zeroes again the pruned entries of the rows a step touched."""
     for side in SIDES:
-      table = self.core.embeddings[side].tables[0]
+      emb = self.core.embeddings[side]  # one size: table 0, then padding
       ids = batch[side]
-      table.scatter_nd_update(
-          tf.expand_dims(ids, -1),
-          tf.gather(table, ids) * tf.gather(self.prune_masks[side], ids))
+      mask = tf.gather(self.prune_masks[side], ids)
+      mask = tf.pad(mask, [[0, 0], [0, emb.packed_dim - mask.shape[1]]],
+                    constant_values=1.0)
+      emb.packed_tables.scatter_nd_update(
+          tf.expand_dims(ids, -1), tf.gather(emb.packed_tables, ids) * mask)
 
   def dims_per_id(self, side: str) -> tf.Tensor:
     """float32 `[num_ids]`: the embedding dimensions each id uses now.

@@ -6,6 +6,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from esapn_tf.layers import embedding
+from esapn_tf.training import lazy_adam
 
 SIZES = (2, 4, 8, 16, 64, 128)
 
@@ -67,6 +68,88 @@ class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(enlarged, [False, False])
     self.assertAllEqual(layer.size_index, [1, 1])
     self.assertAllClose(layer.tables[1], row)
+
+  def test_packed_tables_are_the_per_size_tables_side_by_side(self):
+    # Sizes (1, 2, 3): columns 0 | 1-2 | 3-5 of the packed variable, then
+    # zeros up to 16 columns (ROW_ALIGNMENT).
+    layer = self._layer(sizes=(1, 2, 3), num_ids=2)
+    self.assertEqual(layer.table_offsets, (0, 1, 3))
+    self.assertEqual(layer.packed_tables.shape, (2, 16))
+    layer.assign_table(1, [[2.0, 3.0], [4.0, 5.0]])
+    self.assertAllEqual(layer.packed_tables,
+                        [[1, 2, 3, 1, 1, 1] + [0] * 10,
+                         [1, 4, 5, 1, 1, 1] + [0] * 10])
+    self.assertAllEqual(layer.table(1), [[2, 3], [4, 5]])
+    self.assertEqual([t.shape for t in layer.tables], [(2, 1), (2, 2), (2, 3)])
+
+  def test_packed_layout_matches_separate_tables(self):
+    # The packed layout must compute what one variable per size did: the
+    # same lifted vectors, enlargement writes, gradients and LazyAdam rows.
+    # Reference: separate variables E_k and the per-table code of before.
+    tf.keras.utils.set_random_seed(3)
+    layer = embedding.MultiSizeEmbedding(12, SIZES)
+    layer(tf.constant([0]))
+    layer.size_index.assign(np.arange(12) % len(SIZES))
+    separate = [tf.Variable(t) for t in layer.tables]
+    ids = tf.constant([3, 7, 7, 0, 11, 5, 3], tf.int32)
+
+    def reference_lift(size_indices):
+      s = tf.expand_dims(size_indices, -1)
+      x = tf.gather(separate[0], ids)
+      for k in range(1, len(SIZES)):
+        x = tf.matmul(x, layer.lift_kernels[k - 1]) + layer.lift_biases[k - 1]
+        x = tf.where(s == k, tf.gather(separate[k], ids), x)
+      return x
+
+    size_indices = tf.gather(layer.size_index, ids)
+    self.assertAllClose(layer.lift(ids, size_indices),
+                        reference_lift(size_indices), rtol=1e-6, atol=0)
+
+    # Enlargement: E_{k+1}[id] = E_k[id] W_k + b_k for the ids at size k.
+    mask = tf.constant([True, False, False, True, True, True, True])
+    current = tf.gather(layer.size_index, ids).numpy()
+    layer.enlarge(ids, mask)
+    for i, (row, k) in enumerate(zip(ids.numpy(), current)):
+      if mask[i] and k < len(SIZES) - 1:
+        lifted = (separate[k][row:row + 1] @ layer.lift_kernels[k] +
+                  layer.lift_biases[k])
+        separate[k + 1][row].assign(lifted[0])
+    for k in range(len(SIZES)):
+      self.assertAllClose(layer.table(k), separate[k], rtol=1e-6, atol=0)
+
+    # Gradients and one LazyAdam step (run twice so the moments matter).
+    packed_adam = lazy_adam.LazyAdam([layer.packed_tables], 0.01)
+    separate_adam = lazy_adam.LazyAdam(separate, 0.01)
+    size_indices = tf.gather(layer.size_index, ids)
+    weights = tf.constant(np.linspace(-1.0, 1.0, 7 * 128).reshape(7, 128),
+                          tf.float32)
+    for _ in range(2):
+      with tf.GradientTape(persistent=True) as tape:
+        packed_loss = tf.reduce_sum(layer.lift(ids, size_indices) * weights)
+        separate_loss = tf.reduce_sum(reference_lift(size_indices) * weights)
+      packed_grad = tape.gradient(packed_loss, layer.packed_tables)
+      separate_grads = tape.gradient(separate_loss, separate)
+      self.assertAllEqual(packed_grad.indices, ids)
+      for g, reference in zip(layer.split_rows(packed_grad.values),
+                              separate_grads):
+        self.assertAllClose(g, reference.values, rtol=1e-6, atol=1e-7)
+      packed_adam.apply_row_gradients(ids, [(packed_grad.values,
+                                             layer.packed_tables)])
+      separate_adam.apply_row_gradients(
+          ids, [(g.values, v) for g, v in zip(separate_grads, separate)])
+    for k in range(len(SIZES)):
+      self.assertAllClose(layer.table(k), separate[k], rtol=1e-6, atol=1e-7)
+    # Rows 1, 2, 4 were in no batch: unchanged by Adam.
+    packed_m, _ = packed_adam.slots(layer.packed_tables)
+    self.assertAllEqual(tf.gather(packed_m, [1, 2, 4]), tf.zeros([3, 224]))
+    # The padding columns 222-223 never move.
+    self.assertAllEqual(layer.packed_tables[:, 222:], tf.zeros([12, 2]))
+    for k, var in enumerate(separate):
+      m, v = separate_adam.slots(var)
+      pm, pv = (layer.split_rows(s) for s in
+                packed_adam.slots(layer.packed_tables))
+      self.assertAllClose(pm[k], m, rtol=1e-6, atol=1e-9)
+      self.assertAllClose(pv[k], v, rtol=1e-6, atol=1e-12)
 
   def test_output_shape_and_range(self):
     layer = embedding.MultiSizeEmbedding(7, SIZES)

@@ -16,6 +16,7 @@ from absl.testing import parameterized
 
 from esapn_tf import config
 from esapn_tf import errors
+from esapn_tf.data import stream as stream_lib
 from esapn_tf.training import loop
 from esapn_tf.training import trainer
 from esapn_tf.training import workdir as workdir_lib
@@ -170,6 +171,43 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
       loop.run_experiment(other, workdir, verbose=False)
     # Nothing was touched.
     self.assertCountEqual(os.listdir(workdir), ['config.json', 'checkpoints'])
+
+  def test_resume_from_a_checkpoint_of_another_layout_is_refused(self):
+    # A checkpoint of the older layout (one variable per candidate size,
+    # `table_2`, `table_4`, `table_8`, instead of `packed_tables`) must not
+    # resume with the packed tables left at their initial values.
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    cfg = _small_config()
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(cfg.to_json())
+    d = cfg.data
+    s = stream_lib.build_stream(
+        stream_lib.load_ratings(d.dataset, d.data_dir, d.loader,
+                                d.max_ratings, d.synthetic_num_ratings,
+                                cfg.train.seed),
+        cfg.model.task, d.order, d.train_fraction, cfg.train.seed)
+    parts = dict(trainer.Trainer(cfg, s).checkpoint()._trackable_children())  # pylint: disable=protected-access
+    parts.pop('save_counter', None)
+    # The older layout: model/<side>_embedding/table_<d> and the search
+    # core's list of the 6 tables, core/tables/<i>.
+    old_model, old_core = tf.Module(), tf.Module()
+    old_core.model, old_core.tables = old_model, []
+    for side, num_ids in (('user', s.num_users), ('item', s.num_items)):
+      emb = tf.Module()
+      for d in cfg.model.candidate_sizes:
+        setattr(emb, f'table_{d}', tf.Variable(tf.zeros([num_ids, d])))
+        old_core.tables.append(getattr(emb, f'table_{d}'))
+      setattr(old_model, f'{side}_embedding', emb)
+    parts['model'], parts['core'] = old_model, old_core
+    tf.train.CheckpointManager(
+        tf.train.Checkpoint(**parts), os.path.join(workdir, 'checkpoints'),
+        max_to_keep=2).save(checkpoint_number=3)
+    before = sorted(os.listdir(workdir))
+    with self.assertRaisesRegex(
+        errors.UserInputError,
+        r'cannot resume.*ckpt-3 does not hold this version.*--restart'):
+      loop.run_experiment(cfg, workdir, verbose=False)
+    self.assertEqual(sorted(os.listdir(workdir)), before)
 
   def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
