@@ -102,9 +102,7 @@ class SearchCore(tf.Module):
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
     self.tables = [self.embeddings[side].packed_tables for side in SIDES]
-    table_ids = {id(t) for t in self.tables}
-    self.dense_variables = [v for v in model.trainable_variables
-                            if id(v) not in table_ids]
+    self.dense_variables = dense_variables(model, self.tables)
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     # For the (at most two) partial batches of a run: XLA would compile the
     # whole step again for their shape (~3 s each); the graph runs at once.
@@ -331,6 +329,12 @@ class SearchCore(tf.Module):
         'correct': recommender.per_example_correct(self.task, batch['label'],
                                                    logits),
     }
+
+
+def dense_variables(model: tf.keras.Model, tables) -> list:
+  """The model's trainable variables other than `tables` (in model order)."""
+  table_ids = {id(t) for t in tables}
+  return [v for v in model.trainable_variables if id(v) not in table_ids]
 
 
 def apply_recommender_gradients(optimizer, tape: tf.GradientTape,

@@ -75,9 +75,7 @@ class SoftSearchCore(tf.Module):
         self.architecture_variables, search.architecture_learning_rate,
         name='architecture_adam')
     self.tables = [self.embeddings[side].packed_tables for side in SIDES]
-    table_ids = {id(t) for t in self.tables}
-    self.dense_variables = [v for v in model.trainable_variables
-                            if id(v) not in table_ids]
+    self.dense_variables = environment.dense_variables(model, self.tables)
     self.architecture_step = tf.function(self._architecture_step,
                                          jit_compile=jit_compile)
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
