@@ -182,6 +182,25 @@ def make_agent(num_sizes: int,
   return agent
 
 
+def buckets_in_use(max_frequency: int, num_buckets: int) -> int:
+  """How many frequency buckets a stream can reach: `bucket(max) + 1`.
+
+  Running frequencies never exceed an id's count in the stream, so buckets
+  above `frequency_bucket(max_frequency)` stay empty; `distinct_states`
+  need not give them rows.
+
+  Args:
+    max_frequency: the largest count of any id on the side (>= 0).
+    num_buckets: the policy network's log2 frequency buckets.
+
+  Returns:
+    int in `1..num_buckets`.
+  """
+  bucket = int(frequency_bucket(tf.constant([max(int(max_frequency), 1)]),
+                                num_buckets)[0])
+  return bucket + 1
+
+
 def distinct_states(observation, num_sizes: int, num_buckets: int,
                     action=None):
   """Groups a batch by what the policy network sees of each example.
@@ -189,30 +208,40 @@ def distinct_states(observation, num_sizes: int, num_buckets: int,
   The network reads an example only through its (frequency bucket, size
   index), and TF-Agents evaluates it in inference mode (BN with moving
   statistics, BUILD_NOTES.md), so examples in one group get the same logits:
-  the network need only run once per group. Graph mode (dynamic shapes).
+  the network need only run once per group. There is one group per possible
+  state, `G = num_buckets * num_sizes` (times 2 with `action`), whether or
+  not the batch has a member: static shapes, so the step compiles with XLA
+  (BUILD_NOTES.md, "Speed"). Group `g` is the state
+  `(bucket, size) = (g // num_sizes, g % num_sizes)` (key `2 * g + action`
+  with actions).
 
   Args:
     observation: `{'frequency': int32 [batch], 'size_index': int32 [batch]}`.
     num_sizes: number of candidate sizes.
-    num_buckets: the network's log2 frequency buckets.
-    action: optional int32 `[batch]`; when given, groups are per
+    num_buckets: log2 frequency buckets to give rows: the network's, or
+      fewer when larger frequencies cannot occur (`buckets_in_use`);
+      frequencies beyond the last bucket join it.
+    action: optional int32 `[batch]` in {0, 1}; when given, groups are per
       (state, action).
 
   Returns:
     (group int32 `[batch]`, each example's group in `0..G-1`;
-     the groups' observations, int32 `[G]` each: a member's frequency (all
-     members share its bucket) and the size index).
+     the groups' observations, int32 `[G]` each: the largest member
+     frequency (members share its bucket; 1 for a group without members) and
+     the size index).
   """
   frequency = tf.cast(observation['frequency'], tf.int32)
   size_index = tf.cast(observation['size_index'], tf.int32)
   key = frequency_bucket(frequency, num_buckets) * num_sizes + size_index
+  per_state = 1
   if action is not None:
     key = key * 2 + tf.cast(action, tf.int32)
-  unique, group = tf.unique(key)
-  count = tf.size(unique)
-  return group, {
-      'frequency': tf.math.unsorted_segment_max(frequency, group, count),
-      'size_index': tf.math.unsorted_segment_max(size_index, group, count),
+    per_state = 2
+  count = num_buckets * num_sizes * per_state
+  largest = tf.math.unsorted_segment_max(frequency, key, count)
+  return key, {
+      'frequency': tf.maximum(largest, 1),
+      'size_index': (tf.range(count) // per_state) % num_sizes,
   }
 
 
@@ -236,11 +265,11 @@ def grouped_rewards(observation, action, reward, weight, num_sizes: int,
     reward: float32 `[batch]`.
     weight: float32 `[batch]`, 0 for rows that are no training signal.
     num_sizes: number of candidate sizes.
-    num_buckets: the network's log2 frequency buckets.
+    num_buckets: frequency buckets to give rows (`distinct_states`).
 
   Returns:
     (observation dict of int32 `[G]`, action int32 `[G]`, reward float32
-     `[G]`, weight float32 `[G]`).
+     `[G]`, weight float32 `[G]`), `G = 2 * num_buckets * num_sizes`.
   """
   group, states = distinct_states(observation, num_sizes, num_buckets,
                                   action)
@@ -251,6 +280,9 @@ def grouped_rewards(observation, action, reward, weight, num_sizes: int,
   mean_reward = tf.math.divide_no_nan(weighted_reward, total_weight)
   scale = (tf.cast(count, tf.float32) /
            tf.cast(tf.shape(action)[0], tf.float32))
-  group_action = tf.math.unsorted_segment_max(tf.cast(action, tf.int32),
-                                              group, count)
+  # Group g holds action g % 2; at the largest size, where enlarging is
+  # masked out, action 0 (such groups have weight 0: log pi of a masked
+  # action is not needed).
+  group_action = tf.where(states['size_index'] < num_sizes - 1,
+                          tf.range(count) % 2, 0)
   return states, group_action, mean_reward, total_weight * scale

@@ -6,6 +6,7 @@ recommender learn), and keeps everything an exact resume needs in variables
 that `checkpoint()` holds.
 """
 
+import functools
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -94,6 +95,13 @@ class Trainer:
           for side in SIDES}
       self.apply_prune_masks = tf.function(self._apply_prune_masks)
     self.agents = {}
+    # Rows the policy network runs on per side: every (frequency bucket,
+    # size) the stream can reach (`agent.distinct_states`).
+    self.policy_buckets = {
+        side: agent_lib.buckets_in_use(
+            int(np.bincount(getattr(s, side), minlength=1).max()),
+            cfg.search.num_frequency_buckets)
+        for side in SIDES}
     if self.search:
       for side in SIDES:
         self.agents[side] = agent_lib.make_agent(
@@ -131,13 +139,34 @@ class Trainer:
     }]
     self.policy_update = tf.function(self._policy_update,
                                      input_signature=signature)
-    # The TF-Agents parts run in graph mode around the XLA-compiled
-    # recommender step. (Compiling the whole step with XLA is ~15% faster per
-    # step but costs a full recompilation for every batch shape: slower end
-    # to end on ml-latest-small; BUILD_NOTES.md.)
-    self.learn = tf.function(self._learn, input_signature=signature)
+    # Batches of `batch_size` run the whole step (the policies' TF-Agents
+    # parts too) as one XLA program. The (at most two) partial batches of a
+    # part run as a plain graph instead, so XLA compiles the step once per
+    # run, not once per batch shape (BUILD_NOTES.md, "Speed").
+    self._learn_graph = tf.function(
+        functools.partial(self._learn, compiled=False),
+        input_signature=signature)
+    self._learn_compiled = None
+    if cfg.train.jit_compile:
+      self._learn_compiled = tf.function(
+          functools.partial(self._learn, compiled=True),
+          input_signature=signature, jit_compile=True)
 
   # ------------------------------------------------------------ one step
+  def learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
+    """`_learn` on `batch`: one XLA program for full batches.
+
+    Args:
+      batch: a stream batch (`stream.make_dataset`), eager tensors.
+
+    Returns:
+      `_learn`'s outputs.
+    """
+    if (self._learn_compiled is not None and
+        int(batch['user'].shape[0]) == self.cfg.train.batch_size):
+      return self._learn_compiled(batch)
+    return self._learn_graph(batch)
+
   def _policy_update(self, prev: environment.Batch) -> Dict[str, tf.Tensor]:
     """Step 1: REINFORCE on the previous batch, per side."""
     obs = self.core.observe(prev)
@@ -166,7 +195,7 @@ class Trainer:
       observation: `{'frequency', 'size_index'}` int32 `[batch]`.
     """
     group, states = agent_lib.distinct_states(
-        observation, len(self.sizes), self.cfg.search.num_frequency_buckets)
+        observation, len(self.sizes), self.policy_buckets[side])
     dist = self.agents[side].collect_policy.distribution(
         agent_lib.first_time_step(states)).action
     logits = tf.gather(dist.logits_parameter(), group)
@@ -198,14 +227,18 @@ class Trainer:
     if not self.cfg.search.normalize_returns:
       observation, action, reward, weight = agent_lib.grouped_rewards(
           observation, action, reward, weight, len(self.sizes),
-          self.cfg.search.num_frequency_buckets)
+          self.policy_buckets[side])
     with tf.summary.record_if(False):  # we write our own policy summaries
       return self.agents[side].train(
           one_step_episodes(observation, action, reward),
           weights=tf.expand_dims(weight, 1))
 
-  def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
+  def _learn(self, batch: environment.Batch,
+             compiled: bool) -> Dict[str, tf.Tensor]:
     """Actions, enlargement and one recommender step on `batch`.
+
+    `compiled`: traced inside the XLA program of `learn` (the recommender
+    step is inlined), rather than in the graph for other batch sizes.
 
     DARTS and AutoEmb: the recommender step under the current soft weights
     (`soft_search.py`; the trainer takes their architecture step first).
@@ -241,8 +274,12 @@ class Trainer:
           ids, tf.logical_and(deciding[side],
                               tf.equal(actions[side], agent_lib.ENLARGE)),
           core.embeddings[side].num_ids)
-    out = core.train_step_for_size(batch, enlarge['user'], enlarge['item'],
-                                   self.cfg.train.batch_size)
+    if compiled:
+      out = core._train_step(  # pylint: disable=protected-access
+          batch, enlarge['user'], enlarge['item'])
+    else:
+      out = core.train_step_for_size(batch, enlarge['user'], enlarge['item'],
+                                     self.cfg.train.batch_size)
     if self.search and self.next_appearance:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
