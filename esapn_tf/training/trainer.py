@@ -185,10 +185,13 @@ class Trainer:
     """int32 `[batch]` actions drawn from the side's collect policy.
 
     Gumbel-max on the policy's logits with stateless noise keyed by
-    (seed, side, step): the same run draws the same actions, with or without
-    XLA (whose `tf.random.categorical` ignores seeds). The policy network
-    runs once per distinct state of the batch (`agent.distinct_states`), and
-    each example gets its state's logits and its own noise.
+    (seed, side, step): the same run draws the same actions, and a resumed
+    run the same as an uninterrupted one (XLA's `tf.random.categorical`
+    ignores seeds). XLA's stateless generator draws other numbers than the
+    CPU kernel for the same key, so a run with `--nojit_compile` draws
+    other (equally distributed) noise. The policy network runs once per
+    state the stream can reach (`agent.distinct_states`), and each example
+    gets its state's logits and its own noise.
 
     Args:
       side: 'user' or 'item'.

@@ -64,21 +64,49 @@ class AgentTest(tf.test.TestCase, parameterized.TestCase):
     greedy = agent.policy.action(ts.restart(obs, batch_size=4)).action
     self.assertAllEqual(greedy, [1, 1, 0, 0])
 
+  def test_buckets_in_use(self):
+    # bucket(f) + 1, at least 1, at most the network's buckets.
+    self.assertEqual(agent_lib.buckets_in_use(0, 32), 1)
+    self.assertEqual(agent_lib.buckets_in_use(1, 32), 1)
+    self.assertEqual(agent_lib.buckets_in_use(2698, 32), 12)  # 2^11 <= 2698
+    self.assertEqual(agent_lib.buckets_in_use(2**20, 8), 8)
+
   def test_distinct_states_known_answer(self):
-    # Buckets (32 of them): 1 -> 0, 3 -> 1, 2 -> 1, 5 -> 2. Sizes 0/1.
-    # States (bucket, size): (0,0), (1,0), (1,0), (2,1), (0,0) -> 3 groups.
+    # Buckets: 1 -> 0, 3 -> 1, 2 -> 1, 5 -> 2. With 3 buckets and 3 sizes
+    # the group is bucket * 3 + size: 0, 3, 3, 7, 0; 9 groups in all.
     obs = {'frequency': tf.constant([1, 3, 2, 5, 1]),
            'size_index': tf.constant([0, 0, 0, 1, 0])}
     group, states = agent_lib.distinct_states(obs, num_sizes=3,
-                                              num_buckets=32)
-    self.assertAllEqual(group, [0, 1, 1, 2, 0])
-    self.assertAllEqual(agent_lib.frequency_bucket(states['frequency'], 32),
-                        [0, 1, 2])
-    self.assertAllEqual(states['size_index'], [0, 0, 1])
-    # With actions, (1, 0) splits by action.
-    group, _ = agent_lib.distinct_states(obs, 3, 32,
-                                         tf.constant([0, 1, 0, 0, 0]))
-    self.assertAllEqual(group, [0, 1, 2, 3, 0])
+                                              num_buckets=3)
+    self.assertAllEqual(group, [0, 3, 3, 7, 0])
+    # Largest member frequency per group, 1 where a group has no member.
+    self.assertAllEqual(states['frequency'], [1, 1, 1, 3, 1, 1, 1, 5, 1])
+    self.assertAllEqual(states['size_index'], [0, 1, 2] * 3)
+    # Members share their group's bucket.
+    self.assertAllEqual(
+        agent_lib.frequency_bucket(tf.gather(states['frequency'], group), 3),
+        agent_lib.frequency_bucket(obs['frequency'], 3))
+    # With actions, key 2 * group + action: states (0, 0) and (1, 0) split
+    # by action.
+    group, states = agent_lib.distinct_states(
+        obs, 3, 3, tf.constant([0, 1, 0, 0, 1]))
+    self.assertAllEqual(group, [0, 7, 6, 14, 1])
+    self.assertEqual(int(tf.size(states['size_index'])), 18)
+    self.assertAllEqual(states['size_index'][:6], [0, 0, 1, 1, 2, 2])
+    # A frequency beyond the last bucket joins it.
+    group, _ = agent_lib.distinct_states(
+        {'frequency': tf.constant([100]), 'size_index': tf.constant([2])},
+        3, 3)
+    self.assertAllEqual(group, [8])
+
+  def test_distinct_states_compile_with_xla(self):
+    obs = {'frequency': tf.constant([1, 3, 2, 5, 1]),
+           'size_index': tf.constant([0, 0, 0, 1, 0])}
+    fn = lambda o: agent_lib.distinct_states(o, 3, 3)
+    graph = fn(obs)
+    xla = tf.function(fn, jit_compile=True)(obs)
+    self.assertAllEqual(graph[0], xla[0])
+    self.assertAllEqual(graph[1]['frequency'], xla[1]['frequency'])
 
   def test_logits_per_distinct_state_are_the_rows_logits(self):
     agent = agent_lib.make_agent(num_sizes=3, hidden_units=8)
@@ -87,24 +115,34 @@ class AgentTest(tf.test.TestCase, parameterized.TestCase):
            'size_index': tf.constant(rng.integers(0, 3, 300), tf.int32)}
     logits = lambda o: agent.collect_policy.distribution(
         agent_lib.first_time_step(o)).action.logits_parameter()
-    group, states = agent_lib.distinct_states(obs, 3, 32)
-    self.assertLess(int(tf.size(states['size_index'])), 40)
+    group, states = agent_lib.distinct_states(
+        obs, 3, agent_lib.buckets_in_use(5000, 32))
+    self.assertEqual(int(tf.size(states['size_index'])), 13 * 3)
     self.assertAllClose(tf.gather(logits(states), group), logits(obs),
                         rtol=1e-6, atol=1e-6)
 
   def test_grouped_rewards_known_answer(self):
     # Rows (state, action): A=(f1,s0,a0) twice, B=(f5,s1,a1) twice.
     # A: w = 1, 0, R = 2, 7 -> W = 1, R_g = 2. B: w = 1, 1, R = 1, 3 ->
-    # W = 2, R_g = 2. G = 2 groups, B = 4 rows: weights W * 2 / 4.
+    # W = 2, R_g = 2. With 3 buckets, 3 sizes and 2 actions there are
+    # G = 18 groups for B = 4 rows: weights W * 18 / 4. A is group 0,
+    # B is group 2 * (2 * 3 + 1) + 1 = 15.
     obs = {'frequency': tf.constant([1, 1, 5, 5]),
            'size_index': tf.constant([0, 0, 1, 1])}
     states, action, reward, weight = agent_lib.grouped_rewards(
         obs, tf.constant([0, 0, 1, 1]), tf.constant([2.0, 7.0, 1.0, 3.0]),
-        tf.constant([1.0, 0.0, 1.0, 1.0]), num_sizes=3, num_buckets=32)
-    self.assertAllEqual(states['size_index'], [0, 1])
-    self.assertAllEqual(action, [0, 1])
-    self.assertAllClose(reward, [2.0, 2.0])
-    self.assertAllClose(weight, [0.5, 1.0])
+        tf.constant([1.0, 0.0, 1.0, 1.0]), num_sizes=3, num_buckets=3)
+    self.assertEqual(int(tf.size(action)), 18)
+    self.assertAllEqual(tf.gather(states['size_index'], [0, 15]), [0, 1])
+    self.assertAllEqual(tf.gather(states['frequency'], [0, 15]), [1, 5])
+    # Action g % 2, except 0 at the largest size (groups 4, 5, 10, 11, ...).
+    self.assertAllEqual(action, [0, 1, 0, 1, 0, 0] * 3)
+    expected_reward = np.zeros(18)
+    expected_reward[[0, 15]] = 2.0
+    self.assertAllClose(reward, expected_reward)
+    expected_weight = np.zeros(18)
+    expected_weight[[0, 15]] = [1.0 * 18 / 4, 2.0 * 18 / 4]
+    self.assertAllClose(weight, expected_weight)
 
   def test_grouped_episodes_train_like_the_rows(self):
     # One REINFORCE step on the 40 rows and one on their (state, action)
@@ -129,8 +167,9 @@ class AgentTest(tf.test.TestCase, parameterized.TestCase):
         {'frequency': tf.constant(frequency, tf.int32),
          'size_index': tf.constant(size_index, tf.int32)},
         tf.constant(action, tf.int32), tf.constant(reward),
-        tf.constant(weight), num_sizes=3, num_buckets=32)
-    self.assertLess(int(tf.size(g_action)), n)
+        tf.constant(weight), num_sizes=3,
+        num_buckets=agent_lib.buckets_in_use(200, 32))
+    self.assertEqual(int(tf.size(g_action)), 8 * 3 * 2)
     grouped = agents[1].train(
         _experience(states['frequency'], states['size_index'], g_action,
                     g_reward),

@@ -1,0 +1,90 @@
+"""Tests for `Trainer.learn`: one XLA program for full batches."""
+
+import numpy as np
+import tensorflow as tf
+
+from esapn_tf import config
+from esapn_tf.data import stream
+from esapn_tf.training import trainer as trainer_lib
+
+_BATCH = 100
+
+
+def _trainer(s, seed=0):
+  tf.keras.utils.set_random_seed(seed)
+  cfg = config.ExperimentConfig(
+      model=config.ModelConfig(candidate_sizes=(2, 4, 8), hidden_units=16),
+      search=config.SearchConfig(method='esapn', policy_hidden_units=16),
+      train=config.TrainConfig(batch_size=_BATCH, seed=seed,
+                               jit_compile=True))
+  return trainer_lib.Trainer(cfg, s)
+
+
+class TrainerTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.stream = stream.build_stream(
+        stream.load_ratings('synthetic', synthetic_num_ratings=2000, seed=0),
+        'binary', 'random', 0.8, 0)
+    cls.batches = list(stream.make_dataset(cls.stream, 0, 6 * _BATCH,
+                                           _BATCH))
+
+  def test_compiled_step_matches_the_graph_step(self):
+    # XLA's stateless noise differs from the CPU kernel's, so the policies
+    # are made sure of their action: logits (-20, 20) for (keep, enlarge),
+    # beyond any Gumbel noise drawn (-log(-log(u)) in (-3.9, 16.7)). Then
+    # the XLA program and the graph enlarge the same ids, and compute the
+    # same losses, rewards and policy updates.
+    compiled, graph = _trainer(self.stream), _trainer(self.stream)
+    for t in (compiled, graph):
+      for agent in t.agents.values():
+        kernel, bias = agent._actor_network._projection.weights  # pylint: disable=protected-access
+        kernel.assign(tf.zeros_like(kernel))
+        bias.assign([-20.0, 20.0])
+    enlarged = 0
+    for batch in self.batches:
+      a = compiled._learn_compiled(batch)  # pylint: disable=protected-access
+      b = graph._learn_graph(batch)  # pylint: disable=protected-access
+      for side in ('user', 'item'):
+        self.assertAllEqual(a[f'{side}_enlarged'], b[f'{side}_enlarged'])
+        enlarged += int(np.sum(a[f'{side}_enlarged']))
+        self.assertAllClose(a[f'{side}_reward'], b[f'{side}_reward'],
+                            rtol=1e-4, atol=1e-6)
+      self.assertAllClose(a['loss'], b['loss'], rtol=1e-4, atol=1e-6)
+    self.assertGreater(enlarged, 50)
+    for side in ('user', 'item'):
+      for u, v in zip(compiled.agents[side].policy.variables(),
+                      graph.agents[side].policy.variables()):
+        self.assertAllClose(u, v, rtol=1e-4, atol=1e-5)
+    self.assertEqual(int(compiled.step), len(self.batches))
+
+  def test_learn_runs_partial_batches_as_a_graph(self):
+    t = _trainer(self.stream)
+    calls = []
+    compiled = t._learn_compiled  # pylint: disable=protected-access
+
+    def spy(batch):
+      calls.append(int(batch['user'].shape[0]))
+      return compiled(batch)
+
+    t._learn_compiled = spy  # pylint: disable=protected-access
+    partial = {k: v[:37] for k, v in self.batches[0].items()}
+    out = t.learn(partial)
+    self.assertEqual(out['loss'].shape, [37])
+    self.assertEqual(calls, [])
+    out = t.learn(self.batches[1])
+    self.assertEqual(calls, [_BATCH])
+    self.assertEqual(int(t.step), 2)
+
+  def test_policy_rows_cover_the_reachable_buckets(self):
+    t = _trainer(self.stream)
+    for side in ('user', 'item'):
+      largest = int(np.bincount(getattr(self.stream, side)).max())
+      self.assertEqual(t.policy_buckets[side],
+                       int(np.floor(np.log2(largest))) + 1)
+
+
+if __name__ == '__main__':
+  tf.test.main()
