@@ -256,7 +256,7 @@ def ml20m_scale(folder, batch_size):
   batches = list(stream_lib.make_dataset(s, 0, 200 * batch_size, batch_size))
   seconds = _median_step_seconds(trainer.learn, batches, FLAGS.window_steps,
                                  FLAGS.windows, FLAGS.warmup_steps)
-  tables = [trainer.core.embeddings[side].packed_tables
+  tables = [trainer.core.embeddings[side].table_variable
             for side in ('user', 'item')]
   slots = [slot for t in tables for slot in trainer.optimizer.slots(t)]
   state = sum(int(np.prod(v.shape)) * v.dtype.size for v in tables + slots)

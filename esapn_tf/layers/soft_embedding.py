@@ -14,11 +14,16 @@ the caller: DARTS' per-id architecture weights or AutoEmb's controller
 the weights select (their argmax), which is what the memory table counts.
 """
 
-from typing import Optional
+from typing import List, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from esapn_tf.layers import embedding
+
+# Rows of the packed tables are padded to a multiple of this many floats
+# (64 bytes: a cache line, one AVX-512 vector).
+ROW_ALIGNMENT = 16
 
 
 @tf.keras.utils.register_keras_serializable(package='esapn_tf')
@@ -29,12 +34,75 @@ class SoftSizeEmbedding(embedding.SizedTables):
   float32 `[batch, n]` (rows summing to 1).
   Output: float32 `[batch, candidate_sizes[-1]]`, in (-1, 1) (tanh).
 
-  Variables: tables `E_k` float32 `[num_ids, d_k]` (packed in one variable,
-  `embedding.SizedTables`), maps `W_k`
+  Variables: tables `E_k` float32 `[num_ids, d_k]`, maps `W_k`
   `[d_k, d_n]` and biases `b_k` `[d_n]`, one BatchNormalization per size,
   and the non-trainable `size_index` int32 `[num_ids]` (0 at the start).
   Constructor arguments: `embedding.SizedTables`.
+
+  Every size of an id is read at every step, so all tables are stored, side
+  by side in one variable, `packed_tables` float32 `[num_ids, packed_dim]`:
+  `E_k` is its columns `table_offsets[k] : table_offsets[k] + d_k`, and the
+  row is padded with zero columns to a multiple of `ROW_ALIGNMENT` (222 ->
+  224 columns for the paper's sizes). A batch then reads all its rows with
+  one gather, and the optimizer updates a side's rows in one row-sparse step
+  instead of one per size (BUILD_NOTES.md, "Speed": XLA's CPU scatters are
+  about 3 times slower on 222-float rows than on aligned ones). The padding
+  never gets a gradient, so it stays 0.
   """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # Column where each size's table starts in `packed_tables`.
+    self.table_offsets = tuple(
+        int(o) for o in np.cumsum([0] + list(self.candidate_sizes[:-1])))
+
+  @property
+  def packed_dim(self) -> int:
+    """Columns of `packed_tables`: `sum_k d_k` rounded up to a multiple of
+    `ROW_ALIGNMENT` (224 for the paper's sizes)."""
+    return -(-sum(self.candidate_sizes) // ROW_ALIGNMENT) * ROW_ALIGNMENT
+
+  def _build_tables(self) -> None:
+    """Creates `packed_tables` (every size's table) and `size_index`."""
+    init = self.embeddings_initializer
+
+    def initial_value(shape, dtype=None):
+      # A fresh initializer per table, called with the table's own shape, so
+      # each table starts as it would as a variable of its own (and one
+      # unseeded instance is not asked twice for the same shape).
+      del shape
+      padding = self.packed_dim - sum(self.candidate_sizes)
+      return tf.concat([
+          init.__class__.from_config(init.get_config())(
+              (self.num_ids, d), dtype=dtype)
+          for d in self.candidate_sizes] + [
+              tf.zeros((self.num_ids, padding), dtype)], axis=1)
+
+    self.packed_tables = self.add_weight(
+        name='packed_tables', shape=(self.num_ids, self.packed_dim),
+        initializer=initial_value, trainable=True)
+    self._build_size_index()
+
+  @property
+  def table_variable(self) -> tf.Variable:
+    return self.packed_tables
+
+  def split_rows(self, rows: tf.Tensor) -> List[tf.Tensor]:
+    """Per size, the columns of `rows` float32 `[..., packed_dim]` of `E_k`.
+
+    Returns:
+      float32 `[..., d_k]` for each size `k`.
+    """
+    return [rows[..., o:o + d]
+            for o, d in zip(self.table_offsets, self.candidate_sizes)]
+
+  def table(self, k: int) -> tf.Tensor:
+    o = self.table_offsets[k]
+    return self.packed_tables[:, o:o + self.candidate_sizes[k]]
+
+  def assign_table(self, k: int, values) -> None:
+    o = self.table_offsets[k]
+    self.packed_tables[:, o:o + self.candidate_sizes[k]].assign(values)
 
   def build(self, input_shape):
     self._build_tables()

@@ -86,8 +86,6 @@ class Recommender(tf.keras.Model):
   def call(self,
            inputs: Dict[str, tf.Tensor],
            training=None,
-           user_sizes: Optional[tf.Tensor] = None,
-           item_sizes: Optional[tf.Tensor] = None,
            user_weights: Optional[tf.Tensor] = None,
            item_weights: Optional[tf.Tensor] = None):
     """Logits for a batch of (user, item) pairs.
@@ -95,8 +93,6 @@ class Recommender(tf.keras.Model):
     Args:
       inputs: `{'user': int32 [batch], 'item': int32 [batch]}` rows.
       training: BN mode.
-      user_sizes: hard embeddings only: optional int32 `[batch]` size
-        indices to use instead of the stored ones; same for `item_sizes`.
       user_weights: soft embeddings only: float32 `[batch, n]` mixture
         weights (None: one-hot of the stored size); same for `item_weights`.
 
@@ -109,10 +105,8 @@ class Recommender(tf.keras.Model):
       v_item = self.item_embedding(inputs['item'], training=training,
                                    weights=item_weights)
     else:
-      v_user = self.user_embedding(inputs['user'], training=training,
-                                   size_indices=user_sizes)
-      v_item = self.item_embedding(inputs['item'], training=training,
-                                   size_indices=item_sizes)
+      v_user = self.user_embedding(inputs['user'], training=training)
+      v_item = self.item_embedding(inputs['item'], training=training)
     x = self.input_norm(tf.concat([v_user, v_item], -1), training=training)
     x = tf.tanh(self.hidden_norm(self.hidden(x), training=training))
     logits = self.out(x)

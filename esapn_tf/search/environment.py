@@ -101,7 +101,7 @@ class SearchCore(tf.Module):
     }
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
-    self.tables = [self.embeddings[side].packed_tables for side in SIDES]
+    self.tables = [self.embeddings[side].table_variable for side in SIDES]
     self.dense_variables = dense_variables(model, self.tables)
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     # For the (at most two) partial batches of a run: XLA would compile the
@@ -282,6 +282,12 @@ class SearchCore(tf.Module):
                                                       user_enlarge)
     item_enlarged = self.model.item_embedding.enlarge(batch['item'],
                                                       item_enlarge)
+    if isinstance(self.optimizer, lazy_adam.LazyAdam):
+      # An enlarged row is a new table's row: Adam starts it afresh.
+      for side, enlarged in (('user', user_enlarged),
+                             ('item', item_enlarged)):
+        self.optimizer.reset_rows(self.embeddings[side].table_variable,
+                                  batch[side], enlarged)
     with tf.GradientTape() as tape:
       logits = self.model(batch, training=True)
       losses = recommender.per_example_loss(self.task, batch['label'], logits)
@@ -343,9 +349,9 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
                                 batch: Batch) -> None:
   """One optimizer step of the recommender on `loss`.
 
-  With `lazy_adam.LazyAdam`, each side's `packed_tables` (every size's
-  table, read with one gather of the batch's ids) gets one row-sparse
-  update. Any other optimizer gets the plain `apply_gradients`.
+  With `lazy_adam.LazyAdam`, each side's `table_variable` (read with one
+  gather of the batch's ids) gets one row-sparse update. Any other
+  optimizer gets the plain `apply_gradients`.
 
   Args:
     optimizer: the recommender's optimizer.
@@ -355,7 +361,7 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     embeddings: `{'user': layer, 'item': layer}` (`embedding.SizedTables`).
     batch: the batch (`'user'` and `'item'` int32 `[batch]` rows).
   """
-  tables = [embeddings[side].packed_tables for side in SIDES]
+  tables = [embeddings[side].table_variable for side in SIDES]
   variables = list(dense_variables) + tables
   grads = tape.gradient(loss, variables)
   if not isinstance(optimizer, lazy_adam.LazyAdam):

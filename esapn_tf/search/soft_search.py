@@ -74,7 +74,7 @@ class SoftSearchCore(tf.Module):
     self.architecture_optimizer = lazy_adam.LazyAdam(
         self.architecture_variables, search.architecture_learning_rate,
         name='architecture_adam')
-    self.tables = [self.embeddings[side].packed_tables for side in SIDES]
+    self.tables = [self.embeddings[side].table_variable for side in SIDES]
     self.dense_variables = environment.dense_variables(model, self.tables)
     self.architecture_step = tf.function(self._architecture_step,
                                          jit_compile=jit_compile)

@@ -219,7 +219,7 @@ def lifted_vectors(layer: embedding.MultiSizeEmbedding) -> np.ndarray:
   parts = []
   for start in range(0, layer.num_ids, _LIFT_BATCH):
     ids = tf.range(start, min(start + _LIFT_BATCH, layer.num_ids))
-    parts.append(layer.lift(ids, tf.gather(layer.size_index, ids)).numpy())
+    parts.append(layer.lift(ids).numpy())
   return np.concatenate(parts, 0)
 
 

@@ -132,6 +132,24 @@ class LazyAdam(tf.Module):
     var.scatter_nd_add(rows,
                        -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
 
+  def reset_rows(self, var: tf.Variable, ids: tf.Tensor,
+                 mask: tf.Tensor) -> None:
+    """Zeroes both moments of the rows `ids` of `var` where `mask` is True.
+
+    For a row that starts afresh (an enlarged embedding row,
+    `embedding.MultiSizeEmbedding`): Adam's state is then that of a row that
+    never had a gradient. XLA friendly.
+
+    Args:
+      var: a variable this optimizer updates, `[num_ids, d]`.
+      ids: int `[k]` rows, possibly repeated.
+      mask: bool `[k]`; all copies of a row must carry the same value.
+    """
+    rows = tf.expand_dims(ids, -1)
+    keep = 1.0 - tf.cast(tf.expand_dims(mask, -1), var.dtype)
+    for slot in self.slots(var):
+      slot.scatter_nd_update(rows, tf.gather(slot, ids) * keep)
+
   def apply_row_gradients(self, ids: tf.Tensor,
                           grads_and_vars: Iterable[Tuple[tf.Tensor,
                                                          tf.Variable]],

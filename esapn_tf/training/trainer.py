@@ -455,13 +455,11 @@ class Trainer:
   def _apply_prune_masks(self, batch: environment.Batch) -> None:
     """Zeroes again the pruned entries of the rows a step touched."""
     for side in SIDES:
-      emb = self.core.embeddings[side]  # one size: table 0, then padding
+      table = self.core.embeddings[side].table_variable  # one size: table 0
       ids = batch[side]
       mask = tf.gather(self.prune_masks[side], ids)
-      mask = tf.pad(mask, [[0, 0], [0, emb.packed_dim - mask.shape[1]]],
-                    constant_values=1.0)
-      emb.packed_tables.scatter_nd_update(
-          tf.expand_dims(ids, -1), tf.gather(emb.packed_tables, ids) * mask)
+      table.scatter_nd_update(tf.expand_dims(ids, -1),
+                              tf.gather(table, ids) * mask)
 
   def dims_per_id(self, side: str) -> tf.Tensor:
     """float32 `[num_ids]`: the embedding dimensions each id uses now.

@@ -27,7 +27,7 @@ class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
     layer.lift_kernels[0].assign([[2.0, 3.0]])
     layer.lift_biases[0].assign([1.0, -1.0])
     layer.size_index.assign([0, 1, 0])
-    lifted = layer.lift(tf.constant([0, 1]), tf.constant([0, 1]))
+    lifted = layer.lift(tf.constant([0, 1]))
     self.assertAllClose(lifted, [[3.0, 2.0], [1.0, 1.0]])
 
   def test_enlarge_known_answer(self):
@@ -69,87 +69,89 @@ class MultiSizeEmbeddingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(layer.size_index, [1, 1])
     self.assertAllClose(layer.tables[1], row)
 
-  def test_packed_tables_are_the_per_size_tables_side_by_side(self):
-    # Sizes (1, 2, 3): columns 0 | 1-2 | 3-5 of the packed variable, then
-    # zeros up to 16 columns (ROW_ALIGNMENT).
+  def test_embeddings_hold_each_ids_current_row(self):
+    # Sizes (1, 2, 3): one [2, 3] variable; table k is its first d_k
+    # columns.
     layer = self._layer(sizes=(1, 2, 3), num_ids=2)
-    self.assertEqual(layer.table_offsets, (0, 1, 3))
-    self.assertEqual(layer.packed_tables.shape, (2, 16))
+    self.assertEqual(layer.embeddings.shape, (2, 3))
+    self.assertIs(layer.table_variable, layer.embeddings)
     layer.assign_table(1, [[2.0, 3.0], [4.0, 5.0]])
-    self.assertAllEqual(layer.packed_tables,
-                        [[1, 2, 3, 1, 1, 1] + [0] * 10,
-                         [1, 4, 5, 1, 1, 1] + [0] * 10])
+    self.assertAllEqual(layer.embeddings, [[2, 3, 1], [4, 5, 1]])
     self.assertAllEqual(layer.table(1), [[2, 3], [4, 5]])
     self.assertEqual([t.shape for t in layer.tables], [(2, 1), (2, 2), (2, 3)])
+    # Enlarging id 1 from size 1 writes its 3 columns: [4, 5] W + b.
+    layer.size_index.assign([1, 1])
+    layer.lift_kernels[1].assign([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]])
+    layer.lift_biases[1].assign([0.5, 0.0, 0.0])
+    layer.enlarge(tf.constant([1]))
+    self.assertAllEqual(layer.embeddings, [[2, 3, 1], [4.5, 5, 8]])
 
-  def test_packed_layout_matches_separate_tables(self):
-    # The packed layout must compute what one variable per size did: the
-    # same lifted vectors, enlargement writes, gradients and LazyAdam rows.
-    # Reference: separate variables E_k and the per-table code of before.
+  def test_current_rows_match_separate_tables(self):
+    # Storing each id's current row, with Adam's rows reset at enlargement,
+    # must compute what one variable per size did: the same lifted vectors,
+    # gradients, enlargement writes and LazyAdam rows, over steps with
+    # enlargements between them. Reference: separate variables E_k, every
+    # table gathered, the per-table code of the first version.
     tf.keras.utils.set_random_seed(3)
     layer = embedding.MultiSizeEmbedding(12, SIZES)
     layer(tf.constant([0]))
     layer.size_index.assign(np.arange(12) % len(SIZES))
     separate = [tf.Variable(t) for t in layer.tables]
-    ids = tf.constant([3, 7, 7, 0, 11, 5, 3], tf.int32)
+    ids = tf.constant([3, 7, 7, 0, 11, 5, 3, 2], tf.int32)
 
-    def reference_lift(size_indices):
-      s = tf.expand_dims(size_indices, -1)
+    def reference_lift():
+      s = tf.expand_dims(tf.gather(layer.size_index, ids), -1)
       x = tf.gather(separate[0], ids)
       for k in range(1, len(SIZES)):
         x = tf.matmul(x, layer.lift_kernels[k - 1]) + layer.lift_biases[k - 1]
         x = tf.where(s == k, tf.gather(separate[k], ids), x)
       return x
 
-    size_indices = tf.gather(layer.size_index, ids)
-    self.assertAllClose(layer.lift(ids, size_indices),
-                        reference_lift(size_indices), rtol=1e-6, atol=0)
-
-    # Enlargement: E_{k+1}[id] = E_k[id] W_k + b_k for the ids at size k.
-    mask = tf.constant([True, False, False, True, True, True, True])
-    current = tf.gather(layer.size_index, ids).numpy()
-    layer.enlarge(ids, mask)
-    for i, (row, k) in enumerate(zip(ids.numpy(), current)):
-      if mask[i] and k < len(SIZES) - 1:
+    adam = lazy_adam.LazyAdam([layer.embeddings], 0.01)
+    separate_adam = lazy_adam.LazyAdam(separate, 0.01)
+    weights = tf.constant(np.linspace(-1.0, 1.0, 8 * 128).reshape(8, 128),
+                          tf.float32)
+    masks = [[True, False, False, True, True, True, True, False],
+             [False, True, True, True, False, False, False, True],
+             [True, True, True, False, False, True, True, True]]
+    for mask in masks:
+      # Two Adam steps, so that the moments matter.
+      for _ in range(2):
+        with tf.GradientTape(persistent=True) as tape:
+          lifted = layer.lift(ids)
+          reference = reference_lift()
+          loss = tf.reduce_sum(lifted * weights)
+          separate_loss = tf.reduce_sum(reference * weights)
+        self.assertAllClose(lifted, reference, rtol=1e-5, atol=1e-6)
+        grad = tape.gradient(loss, layer.embeddings)
+        separate_grads = tape.gradient(separate_loss, separate)
+        self.assertAllEqual(grad.indices, ids)
+        adam.apply_row_gradients(ids, [(grad.values, layer.embeddings)])
+        separate_adam.apply_row_gradients(
+            ids, [(g.values, v) for g, v in zip(separate_grads, separate)])
+      # Enlargement: E_{k+1}[id] = E_k[id] W_k + b_k for the ids at size k;
+      # the new row's moments start at 0, as a new table's row.
+      current = tf.gather(layer.size_index, ids).numpy()
+      enlarged = layer.enlarge(ids, tf.constant(mask))
+      adam.reset_rows(layer.embeddings, ids, enlarged)
+      for row in set(ids.numpy()[enlarged.numpy()]):
+        k = current[list(ids.numpy()).index(row)]
         lifted = (separate[k][row:row + 1] @ layer.lift_kernels[k] +
                   layer.lift_biases[k])
         separate[k + 1][row].assign(lifted[0])
-    for k in range(len(SIZES)):
-      self.assertAllClose(layer.table(k), separate[k], rtol=1e-6, atol=0)
-
-    # Gradients and one LazyAdam step (run twice so the moments matter).
-    packed_adam = lazy_adam.LazyAdam([layer.packed_tables], 0.01)
-    separate_adam = lazy_adam.LazyAdam(separate, 0.01)
-    size_indices = tf.gather(layer.size_index, ids)
-    weights = tf.constant(np.linspace(-1.0, 1.0, 7 * 128).reshape(7, 128),
-                          tf.float32)
-    for _ in range(2):
-      with tf.GradientTape(persistent=True) as tape:
-        packed_loss = tf.reduce_sum(layer.lift(ids, size_indices) * weights)
-        separate_loss = tf.reduce_sum(reference_lift(size_indices) * weights)
-      packed_grad = tape.gradient(packed_loss, layer.packed_tables)
-      separate_grads = tape.gradient(separate_loss, separate)
-      self.assertAllEqual(packed_grad.indices, ids)
-      for g, reference in zip(layer.split_rows(packed_grad.values),
-                              separate_grads):
-        self.assertAllClose(g, reference.values, rtol=1e-6, atol=1e-7)
-      packed_adam.apply_row_gradients(ids, [(packed_grad.values,
-                                             layer.packed_tables)])
-      separate_adam.apply_row_gradients(
-          ids, [(g.values, v) for g, v in zip(separate_grads, separate)])
-    for k in range(len(SIZES)):
-      self.assertAllClose(layer.table(k), separate[k], rtol=1e-6, atol=1e-7)
-    # Rows 1, 2, 4 were in no batch: unchanged by Adam.
-    packed_m, _ = packed_adam.slots(layer.packed_tables)
-    self.assertAllEqual(tf.gather(packed_m, [1, 2, 4]), tf.zeros([3, 224]))
-    # The padding columns 222-223 never move.
-    self.assertAllEqual(layer.packed_tables[:, 222:], tf.zeros([12, 2]))
-    for k, var in enumerate(separate):
-      m, v = separate_adam.slots(var)
-      pm, pv = (layer.split_rows(s) for s in
-                packed_adam.slots(layer.packed_tables))
-      self.assertAllClose(pm[k], m, rtol=1e-6, atol=1e-9)
-      self.assertAllClose(pv[k], v, rtol=1e-6, atol=1e-12)
+    self.assertGreater(int(tf.reduce_sum(layer.size_index)),
+                       int(np.sum(np.arange(12) % len(SIZES))) + 4)
+    m, v = adam.slots(layer.embeddings)
+    for row in range(12):
+      k = int(layer.size_index[row])
+      d = SIZES[k]
+      self.assertAllClose(layer.embeddings[row, :d], separate[k][row],
+                          rtol=1e-5, atol=1e-6)
+      ref_m, ref_v = separate_adam.slots(separate[k])
+      self.assertAllClose(m[row, :d], ref_m[row], rtol=1e-5, atol=1e-8)
+      self.assertAllClose(v[row, :d], ref_v[row], rtol=1e-5, atol=1e-10)
+    # Rows 1, 4 were in no batch: Adam never touched them.
+    self.assertAllEqual(tf.gather(m, [1, 4]), tf.zeros([2, 128]))
 
   def test_output_shape_and_range(self):
     layer = embedding.MultiSizeEmbedding(7, SIZES)

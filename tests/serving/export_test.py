@@ -90,7 +90,7 @@ def _expected_head(model, v_user, v_item):
 
 def _fallback(layer):
   """The documented unknown-id vector, computed from the Keras layer."""
-  lifted = layer.lift(tf.range(layer.num_ids), layer.size_index)
+  lifted = layer.lift(tf.range(layer.num_ids))
   mean = tf.reduce_mean(tf.cast(lifted, tf.float64), 0, keepdims=True)
   return tf.tanh(layer.batch_norm(tf.cast(mean, tf.float32), training=False))
 

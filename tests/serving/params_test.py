@@ -56,8 +56,9 @@ class SideParamsTest(tf.test.TestCase, parameterized.TestCase):
     # sqrt(1 + 0.001): fallback = tanh(2 / 1.0005) = 0.96393...
     layer = embedding.MultiSizeEmbedding(2, (2, 4))
     layer.build((None,))
-    layer.assign_table(0, [[1.0, 1.0], [9.0, 9.0]])
-    layer.assign_table(1, [[9.0] * 4, [3.0] * 4])
+    # Each id's current row (MultiSizeEmbedding.embeddings); id 0's last
+    # two columns are not read.
+    layer.embeddings.assign([[1.0, 1.0, 9.0, 9.0], [3.0] * 4])
     layer.lift_kernels[0].assign(np.full((2, 4), 0.5, np.float32))
     layer.size_index.assign([0, 1])
     p = params.side_params(layer, np.array([7, 8]))
