@@ -6,7 +6,6 @@ recommender learn), and keeps everything an exact resume needs in variables
 that `checkpoint()` holds.
 """
 
-import functools
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -137,19 +136,24 @@ class Trainer:
         'user_frequency': tf.TensorSpec([None], tf.int32),
         'item_frequency': tf.TensorSpec([None], tf.int32),
     }]
+    # No AutoGraph: these steps have no tensor-dependent Python control
+    # flow, and converting the TF-Agents code they call took ~5 of the ~7 s
+    # of tracing (BUILD_NOTES.md, "Speed").
     self.policy_update = tf.function(self._policy_update,
-                                     input_signature=signature)
+                                     input_signature=signature,
+                                     autograph=False)
     # Batches of `batch_size` run the whole step (the policies' TF-Agents
     # parts too) as one XLA program. The (at most two) partial batches of a
-    # part run as a plain graph instead, so XLA compiles the step once per
-    # run, not once per batch shape (BUILD_NOTES.md, "Speed").
-    self._learn_graph = tf.function(
-        functools.partial(self._learn, compiled=False),
-        input_signature=signature)
+    # part run the same graph uncompiled, so XLA compiles the step once per
+    # run, not once per batch shape; the XLA program calls the graph, so the
+    # Python code is traced once (seconds for the TF-Agents parts).
+    # BUILD_NOTES.md, "Speed".
+    self._learn_graph = tf.function(self._learn, input_signature=signature,
+                                    autograph=False)
     self._learn_compiled = None
     if cfg.train.jit_compile:
       self._learn_compiled = tf.function(
-          functools.partial(self._learn, compiled=True),
+          lambda batch: self._learn_graph(batch),  # pylint: disable=unnecessary-lambda
           input_signature=signature, jit_compile=True)
 
   # ------------------------------------------------------------ one step
@@ -236,12 +240,8 @@ class Trainer:
           one_step_episodes(observation, action, reward),
           weights=tf.expand_dims(weight, 1))
 
-  def _learn(self, batch: environment.Batch,
-             compiled: bool) -> Dict[str, tf.Tensor]:
+  def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
     """Actions, enlargement and one recommender step on `batch`.
-
-    `compiled`: traced inside the XLA program of `learn` (the recommender
-    step is inlined), rather than in the graph for other batch sizes.
 
     DARTS and AutoEmb: the recommender step under the current soft weights
     (`soft_search.py`; the trainer takes their architecture step first).
@@ -277,12 +277,9 @@ class Trainer:
           ids, tf.logical_and(deciding[side],
                               tf.equal(actions[side], agent_lib.ENLARGE)),
           core.embeddings[side].num_ids)
-    if compiled:
-      out = core._train_step(  # pylint: disable=protected-access
-          batch, enlarge['user'], enlarge['item'])
-    else:
-      out = core.train_step_for_size(batch, enlarge['user'], enlarge['item'],
-                                     self.cfg.train.batch_size)
+    # Inlined: compiled with the rest of the step by `learn`'s XLA program.
+    out = core._train_step(  # pylint: disable=protected-access
+        batch, enlarge['user'], enlarge['item'])
     if self.search and self.next_appearance:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
