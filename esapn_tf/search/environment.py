@@ -104,10 +104,6 @@ class SearchCore(tf.Module):
     self.tables = [self.embeddings[side].table_variable for side in SIDES]
     self.dense_variables = dense_variables(model, self.tables)
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-    # For the (at most two) partial batches of a run: XLA would compile the
-    # whole step again for their shape (~3 s each); the graph runs at once.
-    self._jit_compile = jit_compile
-    self._train_step_graph = tf.function(self._train_step)
     self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
 
   # ---------------------------------------------------------------- state
@@ -304,23 +300,6 @@ class SearchCore(tf.Module):
         'user_enlarged': user_enlarged,
         'item_enlarged': item_enlarged,
     }
-
-  def train_step_for_size(self, batch: Batch, user_enlarge: tf.Tensor,
-                          item_enlarge: tf.Tensor,
-                          compiled_size: int) -> Dict[str, tf.Tensor]:
-    """`train_step`, compiled only for batches of `compiled_size` examples.
-
-    Other batch sizes (a part's last batch) run `_train_step` as a plain
-    graph rather than an XLA program compiled for that one shape (BUILD_NOTES
-    .md, "Speed"). Same arguments and outputs as `_train_step`; works in
-    graph mode (a `tf.cond` on the batch size) and eagerly.
-    """
-    if not self._jit_compile:
-      return self.train_step(batch, user_enlarge, item_enlarge)
-    return tf.cond(
-        tf.equal(tf.shape(batch['user'])[0], compiled_size),
-        lambda: self.train_step(batch, user_enlarge, item_enlarge),
-        lambda: self._train_step_graph(batch, user_enlarge, item_enlarge))
 
   def _evaluate(self, batch: Batch) -> Dict[str, tf.Tensor]:
     """Scores a batch before learning from it (BN in inference mode).

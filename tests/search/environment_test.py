@@ -150,10 +150,10 @@ class SearchCoreTest(tf.test.TestCase, parameterized.TestCase):
     mean, _ = core.history_mean('user', tf.constant([0]))
     self.assertAllClose(mean, [np.mean(out['loss'][:2])])
 
-  def test_train_step_for_size_runs_other_sizes_uncompiled(self):
-    # Two identical cores; batches of 4 (the compiled size) and of 3. The
-    # 3-example batch takes the plain graph, whose results equal XLA's to
-    # float rounding.
+  def test_graph_step_matches_the_xla_step(self):
+    # Two identical cores, one step each on batches of 4 and 3: the plain
+    # graph (what the trainer runs for a part's last, partial batch) and
+    # XLA agree to float rounding.
     cores = []
     for _ in range(2):
       tf.keras.utils.set_random_seed(5)
@@ -161,6 +161,7 @@ class SearchCoreTest(tf.test.TestCase, parameterized.TestCase):
       # rounding (biases just before a BN, ~1e-9) must not become a step of
       # up to lr = 1e-3 (g / (|g| + eps)) in one core and not the other.
       cores.append(_core(jit_compile=True, epsilon=1e-3))
+    graph_step = tf.function(cores[1]._train_step)  # pylint: disable=protected-access
     batches = _batches(4)
     full = {k: tf.constant(v) for k, v in next(batches).items()}
     partial = {k: tf.constant(v[:3]) for k, v in next(batches).items()}
@@ -168,9 +169,9 @@ class SearchCoreTest(tf.test.TestCase, parameterized.TestCase):
       n = int(batch['user'].shape[0])
       enlarge = tf.constant([True, False, True, False][:n])
       a = cores[0].train_step(batch, enlarge, enlarge)
-      b = cores[1].train_step_for_size(batch, enlarge, enlarge,
-                                       compiled_size=4)
+      b = graph_step(batch, enlarge, enlarge)
       self.assertAllClose(a['loss'], b['loss'], rtol=1e-5)
+      self.assertAllEqual(a['user_enlarged'], b['user_enlarged'])
     for x, y in zip(cores[0].model.variables, cores[1].model.variables):
       self.assertAllClose(x, y, rtol=1e-5, atol=1e-6)
 
