@@ -173,9 +173,10 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
     self.assertCountEqual(os.listdir(workdir), ['config.json', 'checkpoints'])
 
   def test_resume_from_a_checkpoint_of_another_layout_is_refused(self):
-    # A checkpoint of the older layout (one variable per candidate size,
-    # `table_2`, `table_4`, `table_8`, instead of `packed_tables`) must not
-    # resume with the packed tables left at their initial values.
+    # A checkpoint of an older layout (one variable per candidate size,
+    # `table_2`, `table_4`, `table_8`, instead of each id's current row in
+    # `embeddings`) must not resume with the rows left at their initial
+    # values.
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     cfg = _small_config()
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
