@@ -95,13 +95,14 @@ class Trainer:
       self.apply_prune_masks = tf.function(self._apply_prune_masks)
     self.agents = {}
     # Rows the policy network runs on per side: every (frequency bucket,
-    # size) the stream can reach (`agent.distinct_states`).
-    self.policy_buckets = {
-        side: agent_lib.buckets_in_use(
-            int(np.bincount(getattr(s, side), minlength=1).max()),
-            cfg.search.num_frequency_buckets)
-        for side in SIDES}
+    # size) the stream can reach (`agent.distinct_states`); ESAPN only.
+    self.policy_buckets = {}
     if self.search:
+      self.policy_buckets = {
+          side: agent_lib.buckets_in_use(
+              int(np.bincount(getattr(s, side), minlength=1).max()),
+              cfg.search.num_frequency_buckets)
+          for side in SIDES}
       for side in SIDES:
         self.agents[side] = agent_lib.make_agent(
             len(sizes), cfg.search.policy_learning_rate,
