@@ -177,7 +177,7 @@ def throughput(s, batch_size):
                         tf.math.floormod(obs['frequency'], 2), 0)
       n = tf.shape(b[side])[0]
       outs.append(t._train_policy(  # pylint: disable=protected-access
-          side, obs, action, tf.zeros([n]), tf.ones([n])).loss)
+          side, obs, action, tf.zeros([n]), tf.ones([n])))
     return outs
 
   recommender_step = lambda b: core.train_step(b, no(b), no(b))

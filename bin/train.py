@@ -60,10 +60,27 @@ flags.DEFINE_integer('fixed_size', _S.fixed_size,
                      'Size for method=fixed or pruned (0 = largest '
                      'candidate).')
 flags.DEFINE_string('reward', _S.reward,
-                    'next_appearance (default) or tentative (DESIGN.md §3 '
-                    'as written); see BUILD_NOTES.md.')
+                    'paired (default: shadow-row trials, search/trials.py), '
+                    'next_appearance, or paper (DESIGN.md §3 as written); '
+                    'see BUILD_NOTES.md.')
 flags.DEFINE_float('policy_learning_rate', _S.policy_learning_rate,
-                   'Policy Adam lr.')
+                   'Policy Adam lr; 0 = frozen at the initial weights.')
+flags.DEFINE_integer('trial_length', _S.trial_length,
+                     'reward=paired: appearances an id is scored under its '
+                     'size and the next before the policy decides.')
+flags.DEFINE_integer('trial_slots', _S.trial_slots,
+                     'reward=paired: shadow rows per side.')
+flags.DEFINE_integer('trial_timeout_steps', _S.trial_timeout_steps,
+                     'reward=paired: steps before a stale trial gives up '
+                     'its slot.')
+flags.DEFINE_float('memory_cost', _S.memory_cost,
+                   'lambda: reward cost of d_max added dims (loss per '
+                   'example); with --memory_budget, its start value.')
+flags.DEFINE_float('memory_budget', _S.memory_budget,
+                   'Share of FIXED-128 dims allowed per side, in (0, 1]; '
+                   '0 = none. Adapts lambda; a hard ceiling.')
+flags.DEFINE_float('memory_cost_step', _S.memory_cost_step,
+                   'Step size of lambda\'s dual ascent under a budget.')
 flags.DEFINE_integer('history_length', _S.history_length,
                      'T: past losses averaged in the reward.')
 flags.DEFINE_bool('normalize_returns', _S.normalize_returns,
@@ -136,6 +153,10 @@ def build_config() -> config_lib.ExperimentConfig:
           method=FLAGS.method, fixed_size=FLAGS.fixed_size,
           reward=FLAGS.reward,
           policy_learning_rate=FLAGS.policy_learning_rate,
+          trial_length=FLAGS.trial_length, trial_slots=FLAGS.trial_slots,
+          trial_timeout_steps=FLAGS.trial_timeout_steps,
+          memory_cost=FLAGS.memory_cost, memory_budget=FLAGS.memory_budget,
+          memory_cost_step=FLAGS.memory_cost_step,
           history_length=FLAGS.history_length,
           normalize_returns=FLAGS.normalize_returns,
           architecture_learning_rate=FLAGS.architecture_learning_rate,

@@ -21,7 +21,9 @@ METHODS = ('esapn', 'fixed', 'darts', 'autoemb', 'mde', 'pruned')
 MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde')
 # Methods that mix every size softly (DESIGN.md §4).
 SOFT_METHODS = ('darts', 'autoemb')
-REWARDS = ('next_appearance', 'tentative')
+REWARDS = ('paired', 'next_appearance', 'paper')
+# Older name of the paper's reward, still accepted.
+REWARD_ALIASES = {'tentative': 'paper'}
 DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
             'ml-latest-small')
 PAPER_CANDIDATE_SIZES = (2, 4, 8, 16, 64, 128)
@@ -107,8 +109,19 @@ class SearchConfig:
   """The size-search method and its policy (DESIGN.md §3)."""
   method: str = 'esapn'  # one of METHODS (README "Methods")
   fixed_size: int = 0  # dims for fixed and pruned; 0 = the largest candidate
-  reward: str = 'next_appearance'  # or 'tentative' (search/environment.py)
-  policy_learning_rate: float = 1e-4  # for each policy's Adam
+  reward: str = 'paired'  # 'paired' (search/trials.py), 'next_appearance'
+  # or 'paper' (DESIGN.md §3 as written; search/environment.py)
+  policy_learning_rate: float = 1e-3  # for each policy's Adam; 0 = frozen
+  trial_length: int = 1  # paired: appearances scored under both sizes
+  trial_slots: int = 16384  # paired: shadow rows per side (pool capacity)
+  trial_timeout_steps: int = 200  # paired: steps before a stale trial's
+  # slot may be taken
+  memory_cost: float = 0.0  # lambda: reward cost of d_max added dims, in
+  # loss per example (search/rewards.py); with a budget, its start value
+  memory_budget: float = 0.0  # share of FIXED-d_max dims per side, (0, 1];
+  # 0 = no budget. Adapts lambda; a hard ceiling on live dims
+  memory_cost_step: float = 0.1  # eta of lambda's dual ascent, in units
+  # of the benefit's running RMS per step
   history_length: int = 5  # T: past losses averaged in the reward
   policy_hidden_units: int = 512  # width of the policy network
   frequency_embedding_dim: int = 32  # width of the frequency embedding
@@ -124,9 +137,22 @@ class SearchConfig:
 
   def __post_init__(self):
     _check_choice('method', self.method, METHODS)
+    if self.reward in REWARD_ALIASES:
+      object.__setattr__(self, 'reward', REWARD_ALIASES[self.reward])
     _check_choice('reward', self.reward, REWARDS)
-    _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0,
-                 low_open=True)
+    _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0)
+    _check_range('trial_length', self.trial_length, 1, 1000)
+    _check_range('trial_slots', self.trial_slots, 1, 2**30)
+    _check_range('trial_timeout_steps', self.trial_timeout_steps, 1, 1e9)
+    _check_range('memory_cost', self.memory_cost, 0.0, 1e6)
+    _check_range('memory_budget', self.memory_budget, 0.0, 1.0)
+    _check_range('memory_cost_step', self.memory_cost_step, 0.0, 1e3)
+    if (self.memory_budget or self.memory_cost) and not (
+        self.method == 'esapn' and self.reward == 'paired'):
+      _fail('memory_budget' if self.memory_budget else 'memory_cost',
+            self.memory_budget or self.memory_cost,
+            'a memory cost or budget applies to --method=esapn with '
+            '--reward=paired only')
     _check_range('history_length', self.history_length, 1, 1000)
     _check_range('num_frequency_buckets', self.num_frequency_buckets, 2, 64)
     if self.fixed_size < 0:

@@ -180,13 +180,57 @@ class MultiSizeEmbedding(SizedTables):
     Args:
       ids: int `[batch]` rows.
     """
-    size_indices = tf.expand_dims(tf.gather(self.size_index, ids), -1)
-    rows = tf.gather(self.embeddings, ids)
+    return self.lift_rows(tf.gather(self.embeddings, ids),
+                          tf.gather(self.size_index, ids))
+
+  def lift_rows(self, rows: tf.Tensor, size_indices: tf.Tensor) -> tf.Tensor:
+    """`lift` for given rows: float32 `[batch, d_n]`, pre-BN.
+
+    Args:
+      rows: float32 `[batch, d_n]`; row `i` holds a size-`s_i` row in its
+        first `d_{s_i}` columns (the layout of `embeddings`).
+      size_indices: int32 `[batch]`, each row's size index.
+    """
+    size_indices = tf.expand_dims(size_indices, -1)
     x = rows[:, :self.candidate_sizes[0]]
     for k in range(1, self.num_sizes):
       x = tf.matmul(x, self.lift_kernels[k - 1]) + self.lift_biases[k - 1]
       x = tf.where(size_indices == k, rows[:, :self.candidate_sizes[k]], x)
     return x
+
+  def vectors(self, rows: tf.Tensor, size_indices: tf.Tensor,
+              training=None) -> tf.Tensor:
+    """The layer's output for given rows: float32 `[batch, d_n]`.
+
+    `tanh(BN(lift_rows(rows, size_indices)))`; `call` is this on the stored
+    rows. Used to score a row that is not stored (a trial's shadow row,
+    `search/trials.py`); with `training=False` nothing changes.
+    """
+    return tf.tanh(self.batch_norm(self.lift_rows(rows, size_indices),
+                                   training=training))
+
+  def next_size_rows(self, rows: tf.Tensor,
+                     size_indices: tf.Tensor) -> tf.Tensor:
+    """Function-preserving rows one size up: float32 `[batch, d_n]`.
+
+    Row `i` becomes `E_k W_{k->k+1} + b_{k->k+1}` (DESIGN.md §2) for its
+    size index `k < n-1`, zero-padded to `d_n`; rows at the largest size
+    are returned as they are. `lift_rows(next_size_rows(r, k), k + 1)`
+    equals `lift_rows(r, k)`.
+
+    Args:
+      rows: float32 `[batch, d_n]` (layout of `embeddings`).
+      size_indices: int32 `[batch]`.
+    """
+    new = rows
+    for k in range(self.num_sizes - 1):
+      lifted = (tf.matmul(rows[:, :self.candidate_sizes[k]],
+                          self.lift_kernels[k]) + self.lift_biases[k])
+      lifted = tf.pad(lifted,
+                      [[0, 0], [0, self.output_dim - lifted.shape[-1]]])
+      new = tf.where(tf.expand_dims(tf.equal(size_indices, k), -1), lifted,
+                     new)
+    return new
 
   def call(self, ids, training=None):
     """Embeds ids at their current sizes.
@@ -228,14 +272,8 @@ class MultiSizeEmbedding(SizedTables):
       return selected
     scatter_ids = tf.expand_dims(ids, -1)
     rows = tf.gather(self.embeddings, ids)
-    new = rows
-    for k in range(self.num_sizes - 1):
-      at_k = tf.logical_and(selected, tf.equal(current, k))
-      lifted = (tf.matmul(rows[:, :self.candidate_sizes[k]],
-                          self.lift_kernels[k]) + self.lift_biases[k])
-      lifted = tf.pad(lifted,
-                      [[0, 0], [0, self.output_dim - lifted.shape[-1]]])
-      new = tf.where(tf.expand_dims(at_k, -1), lifted, new)
+    new = tf.where(tf.expand_dims(selected, -1),
+                   self.next_size_rows(rows, current), rows)
     self.embeddings.scatter_nd_update(scatter_ids, new)
     self.size_index.scatter_nd_update(
         scatter_ids, current + tf.cast(selected, tf.int32))

@@ -107,6 +107,19 @@ class Recommender(tf.keras.Model):
     else:
       v_user = self.user_embedding(inputs['user'], training=training)
       v_item = self.item_embedding(inputs['item'], training=training)
+    return self.head(v_user, v_item, training=training)
+
+  def head(self, v_user: tf.Tensor, v_item: tf.Tensor, training=None):
+    """The inference MLP on given embedding vectors (DESIGN.md §2).
+
+    Args:
+      v_user: float32 `[batch, d_n]` user vectors (the embedding's output).
+      v_item: float32 `[batch, d_n]` item vectors.
+      training: BN mode; with False no variable changes.
+
+    Returns:
+      float32 `[batch]` (binary) or `[batch, 5]` (multiclass) logits.
+    """
     x = self.input_norm(tf.concat([v_user, v_item], -1), training=training)
     x = tf.tanh(self.hidden_norm(self.hidden(x), training=training))
     logits = self.out(x)

@@ -1,9 +1,10 @@
 """The embedding-size policy and its REINFORCE agent, one per side (DESIGN.md §3).
 
-Network (the paper's reference): an embedding of the frequency (32 wide, with
-BN) concatenated with one-hot(size index) -> Dense(512) -> BN -> tanh ->
-Dense(2) logits over {0: unchanged, 1: enlarge}. Enlarge is masked out at the
-largest size.
+Network: one-hot(log2 frequency bucket), the standardised log2 frequency and
+one-hot(size index) -> Dense(512) -> tanh -> Dense(2) logits over
+{0: unchanged, 1: enlarge} (`PolicyNetwork` says why it differs from the
+paper's frequency embedding behind a BN). Enlarge is masked out at the
+largest size. `learning_rate=0` freezes the policy: it is never trained.
 
 Frequencies are bucketed on a log2 scale, `bucket = min(floor(log2 f),
 num_buckets - 1)`, so any frequency, including ones far beyond what training
@@ -76,17 +77,37 @@ def frequency_bucket(frequency: tf.Tensor, num_buckets: int) -> tf.Tensor:
   return tf.minimum(bucket, num_buckets - 1)
 
 
+# Standardisation of the policy's log2-frequency input: running
+# frequencies of MovieLens ids span 1 to a few thousand, log2 0..12.
+LOG2_FREQUENCY_MEAN = 4.0
+LOG2_FREQUENCY_STD = 3.0
+
+
 class PolicyNetwork(network.DistributionNetwork):
-  """Maps an id's (frequency, size index) to a Categorical over 2 actions."""
+  """Maps an id's (frequency, size index) to a Categorical over 2 actions.
+
+  Input features, each of magnitude about 1 so that frequency weighs as much
+  as size: one-hot(log2 frequency bucket) `[num_buckets]`, the standardised
+  log2 frequency `(floor(log2 f) - 4) / 3` `[1]` (lets the network
+  generalise across buckets), and one-hot(size index) `[num_sizes]`; then
+  Dense(hidden_units) -> tanh -> Dense(2) logits (TF-Agents'
+  `CategoricalProjectionNetwork`), enlarge masked at the largest size.
+
+  The paper's reference network (DESIGN.md §3) embeds the frequency (32
+  wide) behind a batch normalisation. TF-Agents runs policies in inference
+  mode, where that BN normalises with its moving statistics, which start at
+  (0, 1) and barely move, so the small-initialised embedding reached the
+  hidden layer about 20 times weaker than the one-hot size: the policy
+  barely saw the frequency (issue 11). BUILD_NOTES.md, "A policy that
+  learns".
+  """
 
   def __init__(self,
                input_tensor_spec,
                output_action_spec,
                num_sizes: int,
                num_frequency_buckets: int = 32,
-               frequency_embedding_dim: int = 32,
                hidden_units: int = 512,
-               batch_norm_momentum: float = 0.9,
                name: str = 'PolicyNetwork'):
     """Creates the network.
 
@@ -94,10 +115,8 @@ class PolicyNetwork(network.DistributionNetwork):
       input_tensor_spec: `observation_spec(num_sizes)` as tensor specs.
       output_action_spec: `action_spec()` as a tensor spec.
       num_sizes: number of candidate sizes `n`.
-      num_frequency_buckets: log2 buckets of the frequency embedding.
-      frequency_embedding_dim: width of the frequency embedding (32).
+      num_frequency_buckets: log2 buckets of the frequency one-hot.
       hidden_units: width of the hidden layer (512).
-      batch_norm_momentum: momentum of the BNs' moving statistics.
       name: network name.
     """
     projection = categorical_projection_network.CategoricalProjectionNetwork(
@@ -106,14 +125,8 @@ class PolicyNetwork(network.DistributionNetwork):
                      output_spec=projection.output_spec, name=name)
     self._num_sizes = num_sizes
     self._num_buckets = num_frequency_buckets
-    self._frequency_embedding = tf.keras.layers.Embedding(
-        num_frequency_buckets, frequency_embedding_dim,
-        name='frequency_embedding')
-    self._frequency_norm = tf.keras.layers.BatchNormalization(
-        momentum=batch_norm_momentum, name='frequency_norm')
-    self._hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
-    self._hidden_norm = tf.keras.layers.BatchNormalization(
-        momentum=batch_norm_momentum, name='hidden_norm')
+    self._hidden = tf.keras.layers.Dense(hidden_units, activation='tanh',
+                                         name='hidden')
     self._projection = projection
 
   def call(self, observation, step_type=None, network_state=(),
@@ -124,12 +137,16 @@ class PolicyNetwork(network.DistributionNetwork):
     frequency = squash.flatten(observation['frequency'])
     size_index = squash.flatten(observation['size_index'])
     bucket = frequency_bucket(frequency, self._num_buckets)
-    f = self._frequency_norm(self._frequency_embedding(bucket),
-                             training=training)
-    s = tf.one_hot(size_index, self._num_sizes)
-    x = self._hidden(tf.concat([f, s], -1))
-    x = tf.tanh(self._hidden_norm(x, training=training))
-    x = squash.unflatten(x)
+    # The bucket, floor(log2 f), stands for log2 f: the network must read
+    # an id only through its (bucket, size) state (`distinct_states`).
+    log2_frequency = tf.cast(bucket, tf.float32)
+    x = tf.concat([
+        tf.one_hot(bucket, self._num_buckets),
+        tf.expand_dims((log2_frequency - LOG2_FREQUENCY_MEAN) /
+                       LOG2_FREQUENCY_STD, -1),
+        tf.one_hot(size_index, self._num_sizes),
+    ], -1)
+    x = squash.unflatten(self._hidden(x))
     can_enlarge = observation['size_index'] < self._num_sizes - 1
     mask = tf.stack([tf.ones_like(can_enlarge), can_enlarge], -1)
     distribution, _ = self._projection(x, outer_rank, training=training,
@@ -140,7 +157,6 @@ class PolicyNetwork(network.DistributionNetwork):
 def make_agent(num_sizes: int,
                learning_rate: float = 1e-4,
                num_frequency_buckets: int = 32,
-               frequency_embedding_dim: int = 32,
                hidden_units: int = 512,
                normalize_returns: bool = False,
                name: str = 'policy') -> reinforce_agent.ReinforceAgent:
@@ -153,7 +169,6 @@ def make_agent(num_sizes: int,
     num_sizes: number of candidate sizes.
     learning_rate: Adam learning rate of the policy.
     num_frequency_buckets: log2 buckets of the frequency feature.
-    frequency_embedding_dim: width of the frequency embedding.
     hidden_units: width of the hidden layer.
     normalize_returns: whether TF-Agents standardises the returns of a batch.
     name: agent name (e.g. 'user_policy').
@@ -167,7 +182,6 @@ def make_agent(num_sizes: int,
   actor = PolicyNetwork(
       obs_spec, act_spec, num_sizes,
       num_frequency_buckets=num_frequency_buckets,
-      frequency_embedding_dim=frequency_embedding_dim,
       hidden_units=hidden_units, name=f'{name}_network')
   # Each agent counts its own train steps (the default is the shared global
   # step, which would make two agents advance one counter).

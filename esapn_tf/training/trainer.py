@@ -20,8 +20,11 @@ from esapn_tf.data import stream as stream_lib
 from esapn_tf.models import recommender
 from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import baselines
+from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.search import environment
+from esapn_tf.search import rewards as rewards_lib
 from esapn_tf.search import soft_search
+from esapn_tf.search import trials
 from esapn_tf.training import lazy_adam
 from esapn_tf.training import outputs
 
@@ -59,6 +62,8 @@ class Trainer:
     self.search = self.method == 'esapn'
     self.soft = self.method in config_lib.SOFT_METHODS
     self.next_appearance = cfg.search.reward == 'next_appearance'
+    self.paired = self.search and cfg.search.reward == 'paired'
+    self.frozen = cfg.search.policy_learning_rate == 0
     self.sizes = sizes = cfg.embedding_sizes
     self.model = recommender.Recommender(
         s.num_users, s.num_items, sizes, task=cfg.model.task,
@@ -107,11 +112,44 @@ class Trainer:
         self.agents[side] = agent_lib.make_agent(
             len(sizes), cfg.search.policy_learning_rate,
             cfg.search.num_frequency_buckets,
-            cfg.search.frequency_embedding_dim,
             cfg.search.policy_hidden_units,
             normalize_returns=cfg.search.normalize_returns,
             name=f'{side}_policy')
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    # reward='paired' (search/trials.py): shadow-row pools, their Adam, the
+    # memory cost / budget (search/rewards.py) and the per-state
+    # diagnostics (search/diagnostics.py), per side.
+    self.pools, self.memory_costs, self.diagnostics = {}, {}, {}
+    self.reward_scales = {}
+    self.shadow_optimizer = None
+    if self.paired:
+      sc = cfg.search
+      for side in SIDES:
+        emb = self.core.embeddings[side]
+        self.pools[side] = trials.TrialPool(emb, sc.trial_slots,
+                                            name=f'{side}_trials')
+        self.memory_costs[side] = rewards_lib.MemoryCost(
+            emb.num_ids, sizes,
+            float(np.sum(np.asarray(sizes)[emb.size_index.numpy()])),
+            sc.memory_cost, sc.memory_budget, sc.memory_cost_step,
+            name=f'{side}_memory_cost')
+        self.reward_scales[side] = rewards_lib.RewardScale(
+            name=f'{side}_reward_scale')
+      self.shadow_optimizer = lazy_adam.LazyAdam(
+          [self.pools[side].rows for side in SIDES], cfg.model.learning_rate,
+          name='shadow_adam')
+    if self.search:
+      for side in SIDES:
+        d = diagnostics_lib.PolicyDiagnostics(
+            cfg.search.num_frequency_buckets, len(sizes),
+            name=f'{side}_diagnostics')
+        d.initial_probability.assign(diagnostics_lib.enlarge_probability(
+            self.agents[side], d.states()))
+        self.diagnostics[side] = d
+    # Examples the run learns from (the pace of the memory budget).
+    self.learned_examples = (s.num_examples
+                             if cfg.train.test_mode == 'prequential'
+                             else s.num_train)
     # Where the run is and what it has counted (restored on resume).
     self.position = tf.Variable(0, dtype=tf.int64, trainable=False,
                                 name='position')  # examples done
@@ -179,24 +217,19 @@ class Trainer:
     rewards, weights = self.core.rewards(prev, actions)
     stats = {}
     for side in SIDES:
-      loss_info = self._train_policy(side, obs[side], actions[side],
-                                     rewards[side], weights[side])
+      loss = self._train_policy(side, obs[side], actions[side],
+                                rewards[side], weights[side])
       n = tf.maximum(tf.reduce_sum(weights[side]), 1.0)
       stats[f'{side}_reward'] = tf.reduce_sum(rewards[side] * weights[side]) / n
-      stats[f'{side}_policy_loss'] = loss_info.loss
+      stats[f'{side}_policy_loss'] = loss
     return stats
 
-  def _sample(self, side: str, observation) -> tf.Tensor:
-    """int32 `[batch]` actions drawn from the side's collect policy.
+  def _policy_logits(self, side: str, observation) -> tf.Tensor:
+    """float32 `[batch, 2]`: the side's policy logits per example.
 
-    Gumbel-max on the policy's logits with stateless noise keyed by
-    (seed, side, step): the same run draws the same actions, and a resumed
-    run the same as an uninterrupted one (XLA's `tf.random.categorical`
-    ignores seeds). XLA's stateless generator draws other numbers than the
-    CPU kernel for the same key, so a run with `--nojit_compile` draws
-    other (equally distributed) noise. The policy network runs once per
-    state the stream can reach (`agent.distinct_states`), and each example
-    gets its state's logits and its own noise.
+    The policy network runs once per state the stream can reach
+    (`agent.distinct_states`), and each example gets its state's logits
+    (enlarge masked at the largest size).
 
     Args:
       side: 'user' or 'item'.
@@ -206,7 +239,25 @@ class Trainer:
         observation, len(self.sizes), self.policy_buckets[side])
     dist = self.agents[side].collect_policy.distribution(
         agent_lib.first_time_step(states)).action
-    logits = tf.gather(dist.logits_parameter(), group)
+    return tf.gather(dist.logits_parameter(), group)
+
+  def _sample(self, side: str, observation, logits=None) -> tf.Tensor:
+    """int32 `[batch]` actions drawn from the side's collect policy.
+
+    Gumbel-max on the policy's logits with stateless noise keyed by
+    (seed, side, step): the same run draws the same actions, and a resumed
+    run the same as an uninterrupted one (XLA's `tf.random.categorical`
+    ignores seeds). XLA's stateless generator draws other numbers than the
+    CPU kernel for the same key, so a run with `--nojit_compile` draws
+    other (equally distributed) noise. Each example gets its own noise.
+
+    Args:
+      side: 'user' or 'item'.
+      observation: `{'frequency', 'size_index'}` int32 `[batch]`.
+      logits: `_policy_logits(side, observation)` when already computed.
+    """
+    if logits is None:
+      logits = self._policy_logits(side, observation)
     seed = tf.stack([tf.cast(self.cfg.train.seed, tf.int64),
                      self.step * 2 + SIDES.index(side)])
     uniform = tf.random.stateless_uniform(tf.shape(logits), seed,
@@ -230,8 +281,10 @@ class Trainer:
       weight: float32 `[batch]`, 0 for rows that are no training signal.
 
     Returns:
-      The agent's `LossInfo`.
+      float32 scalar: the REINFORCE loss (0 for a frozen policy).
     """
+    if self.frozen:  # --policy_learning_rate=0: the policy never moves
+      return tf.constant(0.0)
     if not self.cfg.search.normalize_returns:
       observation, action, reward, weight = agent_lib.grouped_rewards(
           observation, action, reward, weight, len(self.sizes),
@@ -239,7 +292,7 @@ class Trainer:
     with tf.summary.record_if(False):  # we write our own policy summaries
       return self.agents[side].train(
           one_step_episodes(observation, action, reward),
-          weights=tf.expand_dims(weight, 1))
+          weights=tf.expand_dims(weight, 1)).loss
 
   def _learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
     """Actions, enlargement and one recommender step on `batch`.
@@ -256,6 +309,10 @@ class Trainer:
     core = self.core
     if self.soft:
       out = core.train_step(batch)
+      self.step.assign_add(1)
+      return out
+    if self.paired:
+      out = self._learn_paired(batch)
       self.step.assign_add(1)
       return out
     obs = core.observe(batch)
@@ -285,14 +342,84 @@ class Trainer:
       for side in SIDES:
         observation, action, reward, weight = core.pending_experience(
             side, batch, out['loss'], history_means[side])
-        loss_info = self._train_policy(side, observation, action, reward,
-                                       weight)
+        loss = self._train_policy(side, observation, action, reward,
+                                  weight)
         n = tf.maximum(tf.reduce_sum(weight), 1.0)
         out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
-        out[f'{side}_policy_loss'] = loss_info.loss
+        out[f'{side}_policy_loss'] = loss
         core.record_decisions(side, batch[side], obs[side], actions[side],
                               deciding[side])
     self.step.assign_add(1)
+    return out
+
+  def _learn_paired(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
+    """reward='paired' (`search/trials.py`): one step on `batch`.
+
+    1. Score the batch with real and shadow rows (before learning).
+    2. Per side, trials with `trial_length` scored appearances resolve:
+       REINFORCE on a sampled action with reward `b - lambda * added / d_max`
+       for enlarging and 0 for keeping the size; the greedy action decides,
+       within the memory budget, and an enlarged id adopts its shadow row;
+       slots are freed, new trials start, and lambda takes its dual-ascent
+       step (`search/rewards.py`). 3. The shadows take their Adam step.
+    4. One recommender step (no further size changes).
+    """
+    sc = self.cfg.search
+    trial = trials.score(self.model, self.pools, batch)
+    obs = self.core.observe(batch)
+    progress = (tf.cast(self.position, tf.float32) +
+                tf.cast(tf.shape(batch['user'])[0], tf.float32)) / float(
+                    self.learned_examples)
+    out = {}
+    for side in SIDES:
+      pool, cost = self.pools[side], self.memory_costs[side]
+      ids = batch[side]
+      in_trial, slot = trial[side]
+      appearances = tf.gather(pool.appearances, slot)
+      resolving = tf.logical_and(in_trial, appearances >= sc.trial_length)
+      decide = tf.logical_and(resolving, trials.last_in_slot(
+          batch[f'{side}_frequency'], slot, pool.capacity + 1))
+      benefit = (tf.gather(pool.benefit_sum, slot) /
+                 tf.cast(tf.maximum(appearances, 1), tf.float32))
+      size = obs[side]['size_index']
+      logits = self._policy_logits(side, obs[side])
+      sampled = self._sample(side, obs[side], logits)
+      greedy = tf.argmax(logits, -1, output_type=tf.int32)
+      reward = tf.where(tf.equal(sampled, agent_lib.ENLARGE),
+                        benefit - cost.penalty(size), 0.0)
+      weight = tf.cast(decide, tf.float32)
+      scale = self.reward_scales[side]
+      scale.update(benefit, weight)
+      loss = self._train_policy(side, obs[side], sampled,
+                                reward / scale.rms(), weight)
+      self.diagnostics[side].record(obs[side], sampled, reward, benefit,
+                                    weight)
+      wants = tf.logical_and(decide, tf.equal(greedy, agent_lib.ENLARGE))
+      allowed = cost.allow(wants, size, progress)
+      cost.record(allowed, size)
+      cost.update(progress, tf.reduce_sum(
+          tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
+      chosen = tf.logical_and(
+          in_trial, trials.per_slot_any(allowed, slot, pool.capacity + 1))
+      trials.adopt(pool, self.optimizer, self.shadow_optimizer, ids, slot,
+                   chosen)
+      trials.free(pool, slot, resolving)
+      trials.start(pool, self.shadow_optimizer, ids, self.step,
+                   sc.trial_timeout_steps)
+      n = tf.maximum(tf.reduce_sum(weight), 1.0)
+      out[f'{side}_reward'] = tf.reduce_sum(reward * weight) / n
+      out[f'{side}_benefit'] = tf.reduce_sum(benefit * weight) / n
+      out[f'{side}_decisions'] = tf.reduce_sum(weight)
+      out[f'{side}_policy_loss'] = loss
+      out[f'{side}_enlarged'] = chosen
+      out[f'{side}_memory_cost'] = cost.cost + 0.0
+      out[f'{side}_memory_ratio'] = cost.ratio()
+    trials.train_shadows(self.model, self.pools, batch,
+                         self.shadow_optimizer)
+    no = tf.zeros_like(batch['user'], tf.bool)
+    step = self.core._train_step(  # pylint: disable=protected-access
+        batch, no, no)
+    out.update(loss=step['loss'], correct=step['correct'])
     return out
 
   # --------------------------------------------------------- summaries
@@ -317,6 +444,20 @@ class Trainer:
                           stats[f'{side}_reward'], step=step)
         tf.summary.scalar(f'policy/{side}_loss',
                           stats[f'{side}_policy_loss'], step=step)
+      for key in ('benefit', 'decisions', 'memory_cost', 'memory_ratio'):
+        if f'{side}_{key}' in stats:
+          tf.summary.scalar(f'policy/{side}_{key}', stats[f'{side}_{key}'],
+                            step=step)
+      if side in self.diagnostics:
+        # P(enlarge) per (frequency bucket, size) state as an image: rows
+        # are log2 frequency buckets, columns sizes, white = 1.
+        d = self.diagnostics[side]
+        p = diagnostics_lib.enlarge_probability(self.agents[side],
+                                                d.states())
+        grid = tf.reshape(p, [d.num_buckets, d.num_sizes])
+        grid = grid[:self.policy_buckets[side]]
+        tf.summary.image(f'policy/{side}_p_enlarge',
+                         grid[tf.newaxis, :, :, tf.newaxis], step=step)
     if test:
       for k, v in test.items():
         tf.summary.scalar(f'test/{k}', v, step=step)
@@ -347,7 +488,8 @@ class Trainer:
     for i, side in enumerate(SIDES):
       buckets.sums[side] = self.bucket_sums[i].numpy()
     prev = None
-    needs_prev = self.soft or (self.search and not self.next_appearance)
+    needs_prev = self.soft or (self.search and not self.next_appearance
+                               and not self.paired)
     if position and needs_prev:
       # The batch before `position` (batches start every `bs` examples from
       # the start of each part).
@@ -402,14 +544,15 @@ class Trainer:
       test_metrics = _means(sums[1])
     stats = {}
     if learn:
-      if self.search and not self.next_appearance and prev is not None:
+      if (self.search and not self.next_appearance and not self.paired and
+          prev is not None):
         stats = self.policy_update(prev)
       if self.soft and prev is not None:
         self.core.architecture_step(prev)
       out = self.learn(batch)
       if bool(self.pruned):
         self.apply_prune_masks(batch)
-      if self.search and self.next_appearance:
+      if self.search and (self.next_appearance or self.paired):
         stats = out
       if phase == 'train':
         loss = out['loss'].numpy()
@@ -500,6 +643,19 @@ class Trainer:
                      'probability': np.round(p.reshape(-1, n), 4).tolist()}
     return table
 
+  def policy_diagnostics(self) -> Dict[str, Any]:
+    """Per side, the per-state table of `diagnostics.report`."""
+    table = {}
+    for side, d in self.diagnostics.items():
+      final = diagnostics_lib.enlarge_probability(self.agents[side],
+                                                  d.states()).numpy()
+      table[side] = diagnostics_lib.report(d, final, self.sizes)
+    return table
+
+  def memory_budget(self) -> Dict[str, Any]:
+    """The budget and the final lambda per side (results.json)."""
+    return {side: float(c.cost) for side, c in self.memory_costs.items()}
+
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,
              'core': self.core, 'step': self.step,
@@ -512,4 +668,12 @@ class Trainer:
       parts[f'{side}_policy'] = agent
     for side, mask in self.prune_masks.items():
       parts[f'{side}_prune_mask'] = mask
+    for side in self.pools:
+      parts[f'{side}_trials'] = self.pools[side]
+      parts[f'{side}_memory_cost'] = self.memory_costs[side]
+      parts[f'{side}_reward_scale'] = self.reward_scales[side]
+    for side, d in self.diagnostics.items():
+      parts[f'{side}_diagnostics'] = d
+    if self.shadow_optimizer is not None:
+      parts['shadow_optimizer'] = self.shadow_optimizer
     return tf.train.Checkpoint(**parts)

@@ -183,7 +183,10 @@ class AgentTest(tf.test.TestCase, parameterized.TestCase):
                             agents[1].policy.variables(), initial):
       self.assertAllClose(a, b, rtol=0, atol=1e-4)
       moved += int(np.sum(np.abs(a.numpy() - before) > 0.05))
-    self.assertGreater(moved, 100)
+    # Entries with a gradient: the hidden kernel rows of the 8 buckets
+    # present, the log-frequency row and 3 size rows (12 x 8), its bias (8)
+    # and the projection (8 x 2 + 2): 122; all but rounding-level ones move.
+    self.assertGreater(moved, 90)
 
   def test_specs(self):
     obs = agent_lib.observation_spec(6)
