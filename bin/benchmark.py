@@ -157,7 +157,7 @@ def throughput(s, batch_size):
     for side in environment.SIDES:
       _, deciding = core.occurrence_masks(side, b[side],
                                           b[f'{side}_frequency'])
-      action = t._sample(side, obs[side])  # pylint: disable=protected-access
+      action = t.method._sample(side, obs[side])  # pylint: disable=protected-access
       out[side] = environment.any_per_id(
           b[side], tf.logical_and(deciding, action > 0),
           core.embeddings[side].num_ids)
@@ -176,7 +176,7 @@ def throughput(s, batch_size):
       action = tf.where(obs['size_index'] < len(t.sizes) - 1,
                         tf.math.floormod(obs['frequency'], 2), 0)
       n = tf.shape(b[side])[0]
-      outs.append(t._train_policy(  # pylint: disable=protected-access
+      outs.append(t.method._train_policy(  # pylint: disable=protected-access
           side, obs, action, tf.zeros([n]), tf.ones([n])))
     return outs
 

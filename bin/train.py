@@ -79,6 +79,15 @@ flags.DEFINE_float('memory_cost', _S.memory_cost,
 flags.DEFINE_float('memory_budget', _S.memory_budget,
                    'Share of FIXED-128 dims allowed per side, in (0, 1]; '
                    '0 = none. Adapts lambda; a hard ceiling.')
+flags.DEFINE_float('user_memory_budget', _S.user_memory_budget,
+                   'The user side\'s budget (0 = --memory_budget).')
+flags.DEFINE_float('item_memory_budget', _S.item_memory_budget,
+                   'The item side\'s budget (0 = --memory_budget).')
+flags.DEFINE_float('growth_probability', _S.growth_probability,
+                   'random: P(enlarge) per decision (a budget fits it).')
+flags.DEFINE_float('growth_threshold', _S.growth_threshold,
+                   'threshold: count to leave the smallest size, doubling '
+                   'per size (a budget fits it).')
 flags.DEFINE_float('memory_cost_step', _S.memory_cost_step,
                    'Step size of lambda\'s dual ascent under a budget.')
 flags.DEFINE_integer('history_length', _S.history_length,
@@ -157,6 +166,10 @@ def build_config() -> config_lib.ExperimentConfig:
           trial_timeout_steps=FLAGS.trial_timeout_steps,
           memory_cost=FLAGS.memory_cost, memory_budget=FLAGS.memory_budget,
           memory_cost_step=FLAGS.memory_cost_step,
+          user_memory_budget=FLAGS.user_memory_budget,
+          item_memory_budget=FLAGS.item_memory_budget,
+          growth_probability=FLAGS.growth_probability,
+          growth_threshold=FLAGS.growth_threshold,
           history_length=FLAGS.history_length,
           normalize_returns=FLAGS.normalize_returns,
           architecture_learning_rate=FLAGS.architecture_learning_rate,
@@ -176,6 +189,8 @@ def build_config() -> config_lib.ExperimentConfig:
 # Flags that only some methods read: a note when another method is chosen.
 _METHOD_FLAGS = {'fixed_size': ('fixed', 'pruned'),
                  'mde_temperature': ('mde',),
+                 'growth_probability': ('random',),
+                 'growth_threshold': ('threshold',),
                  'architecture_learning_rate': ('darts', 'autoemb'),
                  'controller_hidden_units': ('autoemb',)}
 

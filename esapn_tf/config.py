@@ -16,9 +16,14 @@ TASKS = ('binary', 'multiclass')
 ORDERS = ('random', 'chronological')
 LOADERS = ('grouplens', 'tfds')
 TEST_MODES = ('prequential', 'frozen')
-METHODS = ('esapn', 'fixed', 'darts', 'autoemb', 'mde', 'pruned')
+METHODS = ('esapn', 'fixed', 'darts', 'autoemb', 'mde', 'pruned', 'random',
+           'threshold')
 # Methods whose model holds one table per candidate size (the others: one).
-MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde')
+MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde', 'random',
+                      'threshold')
+# Methods that take --memory_budget (ESAPN adapts lambda; the others fit
+# their one parameter in closed form, search/matching.py).
+BUDGET_METHODS = ('esapn', 'mde', 'random', 'threshold')
 # Methods that mix every size softly (DESIGN.md §4).
 SOFT_METHODS = ('darts', 'autoemb')
 REWARDS = ('paired', 'next_appearance', 'paper')
@@ -120,6 +125,13 @@ class SearchConfig:
   # loss per example (search/rewards.py); with a budget, its start value
   memory_budget: float = 0.0  # share of FIXED-d_max dims per side, (0, 1];
   # 0 = no budget. Adapts lambda; a hard ceiling on live dims
+  user_memory_budget: float = 0.0  # the budget of the user side; 0 = the
+  # memory_budget (bin/compare.py matches ablations to ESAPN's per side)
+  item_memory_budget: float = 0.0  # the same for the item side
+  growth_probability: float = 0.5  # random: P(enlarge) per decision,
+  # unless a budget sets it
+  growth_threshold: float = 2.0  # threshold: count at which an id leaves
+  # the smallest size, doubling per size, unless a budget sets it
   memory_cost_step: float = 0.1  # eta of lambda's dual ascent, in units
   # of the benefit's running RMS per step
   history_length: int = 5  # T: past losses averaged in the reward
@@ -147,13 +159,23 @@ class SearchConfig:
     _check_range('memory_cost', self.memory_cost, 0.0, 1e6)
     _check_range('memory_budget', self.memory_budget, 0.0, 1.0)
     _check_range('memory_cost_step', self.memory_cost_step, 0.0, 1e3)
-    if (self.memory_budget or self.memory_cost) and not (
-        self.method == 'esapn' and self.reward == 'paired'):
-      _fail('memory_budget' if self.memory_budget else 'memory_cost',
-            self.memory_budget or self.memory_cost,
-            'a memory cost or budget applies to --method=esapn with '
-            '--reward=paired only')
-    _check_range('history_length', self.history_length, 1, 1000)
+    _check_range('user_memory_budget', self.user_memory_budget, 0.0, 1.0)
+    _check_range('item_memory_budget', self.item_memory_budget, 0.0, 1.0)
+    _check_range('growth_probability', self.growth_probability, 0.0, 1.0)
+    _check_range('growth_threshold', self.growth_threshold, 1.0, 1e12)
+    if self.memory_cost and not (self.method == 'esapn' and
+                                 self.reward == 'paired'):
+      _fail('memory_cost', self.memory_cost,
+            'a memory cost applies to --method=esapn with --reward=paired '
+            'only')
+    for field in ('memory_budget', 'user_memory_budget',
+                  'item_memory_budget'):
+      value = getattr(self, field)
+      if value and (self.method not in BUDGET_METHODS or (
+          self.method == 'esapn' and self.reward != 'paired')):
+        _fail(field, value, 'a memory budget applies to --method='
+              + ', '.join(BUDGET_METHODS) + ' (esapn with --reward=paired)')
+
     _check_range('num_frequency_buckets', self.num_frequency_buckets, 2, 64)
     if self.fixed_size < 0:
       _fail('fixed_size', self.fixed_size, 'use 0 (largest) or a candidate')
@@ -172,6 +194,10 @@ class SearchConfig:
                 "ESAPN's memory ratio)")
       elif value:
         _fail(field, value, 'it applies to --method=pruned only; leave it 0')
+
+  def budget(self, side: str) -> float:
+    """The memory budget of `side` ('user' or 'item'); 0 = none."""
+    return getattr(self, f'{side}_memory_budget') or self.memory_budget
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,8 @@ increasing in `p`, non-increasing step functions of `t0` and of alpha.
 """
 
 import math
-from typing import Sequence, Tuple
+import sys
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -444,3 +445,32 @@ def mde_temperature_for_ratio(train_counts: np.ndarray, target_ratio: float,
     return 1.0
   lo, hi = _bracket(ratio, target)
   return lo if ratio(lo) - target < target - ratio(hi) else hi
+
+
+def fit_or_nearest(fit: Callable[[float], float],
+                   ratio_at: Callable[[float], float],
+                   ends: Tuple[float, float], target: float,
+                   label: str) -> Dict[str, Any]:
+  """The parameter whose ratio is the target, or the nearest reachable end.
+
+  Args:
+    fit: target ratio -> parameter (raises ValueError out of range).
+    ratio_at: parameter -> ratio.
+    ends: the parameter's two extreme values.
+    target: the wanted memory ratio.
+    label: what is fitted, for the note printed when out of range.
+
+  Returns:
+    `{'value': parameter, 'ratio': its ratio, 'target': target,
+    'reached': bool}`.
+  """
+  try:
+    value = fit(target)
+    reached = True
+  except ValueError:
+    value = min(ends, key=lambda v: abs(ratio_at(v) - target))
+    reached = False
+    print(f'note: {label}: a memory ratio of {target:.4f} is out of reach; '
+          f'using {value:g} (ratio {ratio_at(value):.4f})', file=sys.stderr)
+  return {'value': float(value), 'ratio': float(ratio_at(value)),
+          'target': float(target), 'reached': reached}

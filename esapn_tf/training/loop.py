@@ -197,10 +197,10 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       'test': metrics['test'],
       'train': metrics['train'],
       'memory': trainer.memory(),
-      'policy_enlarge_probability': trainer.policy_table(),
-      'policy_diagnostics': trainer.policy_diagnostics(),
+      # policy_enlarge_probability, policy_diagnostics, memory_cost (the
+      # final lambda per side), method_parameters: `Method.results`.
+      **trainer.method.results(),
       'memory_budget': cfg.search.memory_budget,
-      'memory_cost': trainer.memory_budget(),
       'num_users': s.num_users,
       'num_items': s.num_items,
       'train_examples_per_second': metrics['train_examples_per_second'],

@@ -56,7 +56,7 @@ class TrialsTest(tf.test.TestCase):
     t = _trainer(self.stream)
     batch = self.batches[0]
     t.learn(batch)  # starts trials for the ids of the first batch
-    pool = t.pools['item']
+    pool = t.method.pools['item']
     in_trial, slot = pool.trial_slot(batch['item'])
     self.assertTrue(np.all(in_trial.numpy()))  # 3,000 ratings: few items
     # After one shadow update the shadow has moved; before it (a fresh
@@ -64,25 +64,25 @@ class TrialsTest(tf.test.TestCase):
     t2 = _trainer(self.stream)
     ids = batch['item']
     emb = t2.core.embeddings['item']
-    trials.start(t2.pools['item'], t2.shadow_optimizer, ids,
+    trials.start(t2.method.pools['item'], t2.method.shadow_optimizer, ids,
                  tf.constant(0, tf.int64), 10)
-    _, slot2 = t2.pools['item'].trial_slot(ids)
-    shadow = emb.lift_rows(tf.gather(t2.pools['item'].rows, slot2),
+    _, slot2 = t2.method.pools['item'].trial_slot(ids)
+    shadow = emb.lift_rows(tf.gather(t2.method.pools['item'].rows, slot2),
                            tf.gather(emb.size_index, ids) + 1)
     self.assertAllClose(shadow, emb.lift(ids), atol=1e-5)
     # Scoring a batch with fresh shadows counts no appearance.
-    trials.score(t2.model, t2.pools, batch)
-    self.assertEqual(int(tf.reduce_sum(t2.pools['item'].appearances)), 0)
+    trials.score(t2.model, t2.method.pools, batch)
+    self.assertEqual(int(tf.reduce_sum(t2.method.pools['item'].appearances)), 0)
 
   def test_enlarged_ids_adopt_their_shadow_rows(self):
     t = _trainer(self.stream, memory_cost=0.0)
-    for agent in t.agents.values():  # a policy sure to enlarge
+    for agent in t.method.agents.values():  # a policy sure to enlarge
       kernel, bias = agent._actor_network._projection.weights  # pylint: disable=protected-access
       kernel.assign(tf.zeros_like(kernel))
       bias.assign([-20.0, 20.0])
     self._run(t, 2)
     batch = self.batches[2]
-    pool = t.pools['item']
+    pool = t.method.pools['item']
     emb = t.core.embeddings['item']
     in_trial, slot = pool.trial_slot(batch['item'])
     before = emb.size_index.numpy().copy()
@@ -109,7 +109,7 @@ class TrialsTest(tf.test.TestCase):
         ratio, dims = _ratio(t, side)
         seen[side].append(ratio)
         self.assertLessEqual(ratio, budget + 1e-6)
-        self.assertAllClose(float(t.memory_costs[side].live_dims), dims)
+        self.assertAllClose(float(t.method.memory_costs[side].live_dims), dims)
 
     t = _trainer(self.stream, memory_budget=budget)
     self._run(t, 20, check)
@@ -122,20 +122,20 @@ class TrialsTest(tf.test.TestCase):
 
   def test_frozen_policy_stays_bit_identical(self):
     frozen = _trainer(self.stream, policy_learning_rate=0.0)
-    before = [v.numpy() for a in frozen.agents.values()
+    before = [v.numpy() for a in frozen.method.agents.values()
               for v in a.policy.variables()]
     self._run(frozen, 8)
-    after = [v.numpy() for a in frozen.agents.values()
+    after = [v.numpy() for a in frozen.method.agents.values()
              for v in a.policy.variables()]
     for b, a in zip(before, after):
       self.assertAllEqual(b, a)
     decisions = sum(float(d.decisions.numpy().sum())
-                    for d in frozen.diagnostics.values())
+                    for d in frozen.method.diagnostics.values())
     self.assertGreater(decisions, 100)  # it decided; it did not learn
     # The ablation: the same run at a learning rate moves the weights.
     learning = _trainer(self.stream, policy_learning_rate=1e-3)
     self._run(learning, 8)
-    moved = [v.numpy() for a in learning.agents.values()
+    moved = [v.numpy() for a in learning.method.agents.values()
              for v in a.policy.variables()]
     self.assertTrue(any(np.any(b != m) for b, m in zip(before, moved)))
 

@@ -54,10 +54,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
       # differently) would otherwise move a row by a whole learning rate,
       # and enlarged ids adopt their shadow rows (search/trials.py).
       t.optimizer.epsilon = 1e-3
-      if t.shadow_optimizer is not None:
-        t.shadow_optimizer.epsilon = 1e-3
+      if t.method.shadow_optimizer is not None:
+        t.method.shadow_optimizer.epsilon = 1e-3
     for t in (compiled, graph):
-      for agent in t.agents.values():
+      for agent in t.method.agents.values():
         kernel, bias = agent._actor_network._projection.weights  # pylint: disable=protected-access
         kernel.assign(tf.zeros_like(kernel))
         bias.assign([-20.0, 20.0])
@@ -73,8 +73,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(a['loss'], b['loss'], rtol=1e-4, atol=1e-6)
     self.assertGreater(enlarged, 50)
     for side in ('user', 'item'):
-      for u, v in zip(compiled.agents[side].policy.variables(),
-                      graph.agents[side].policy.variables()):
+      for u, v in zip(compiled.method.agents[side].policy.variables(),
+                      graph.method.agents[side].policy.variables()):
         self.assertAllClose(u, v, rtol=1e-4, atol=1e-5)
     self.assertEqual(int(compiled.step), len(self.batches))
 
@@ -100,7 +100,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     t = _trainer(self.stream)
     for side in ('user', 'item'):
       largest = int(np.bincount(getattr(self.stream, side)).max())
-      self.assertEqual(t.policy_buckets[side],
+      self.assertEqual(t.method.policy_buckets[side],
                        int(np.floor(np.log2(largest))) + 1)
 
 
