@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 SIDES = ('user', 'item')
-_LOSS_LABELS = {'binary': 'test MSE', 'multiclass': 'test cross-entropy'}
+LOSS_LABELS = {'binary': 'test MSE', 'multiclass': 'test cross-entropy'}
 
 
 class NoData(Exception):
@@ -68,7 +68,7 @@ def write_plots(workdir: str, cells, tasks: Sequence[str],
     for name, make in figures:
       path = os.path.join(folder, name)
       try:
-        _save(make(), path)
+        save_figure(make(), path)
         notes.append(f'plot: {path}')
       except NoData as e:
         notes.append(f'plot skipped: {name} ({e})')
@@ -78,7 +78,7 @@ def write_plots(workdir: str, cells, tasks: Sequence[str],
   return notes
 
 
-def _save(fig, path: str) -> None:
+def save_figure(fig, path: str) -> None:
   """Saves `fig` as PNG atomically (temporary name, then rename)."""
   tmp = f'{path}.tmp-{os.getpid()}'
   try:
@@ -135,8 +135,8 @@ def frequency_figure(task, side, cells, methods):
     axes[0].plot(t.index, 100.0 * t['accuracy'], marker='o', label=method)
     axes[1].plot(t.index, t['loss'], marker='o', label=method)
   ticks = sorted(labels)
-  for ax, ylabel in zip(axes, ('test accuracy %', _LOSS_LABELS.get(task,
-                                                                  'loss'))):
+  for ax, ylabel in zip(axes, ('test accuracy %', LOSS_LABELS.get(task,
+                                                                 'loss'))):
     ax.set_xticks(ticks)
     ax.set_xticklabels([labels[b] for b in ticks], rotation=45, ha='right')
     ax.set_xlabel(f'{side} frequency (interactions seen, log2 buckets)')

@@ -53,7 +53,7 @@ def mean_std(values: Sequence[float], scale: float = 1.0,
   return f'{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}'
 
 
-def _stats(values: Sequence[float]) -> Dict[str, Any]:
+def stats(values: Sequence[float]) -> Dict[str, Any]:
   v = np.asarray(values, np.float64)
   return {'mean': float(v.mean()) if len(v) else None,
           'std': float(v.std(ddof=1)) if len(v) > 1 else None,
@@ -83,38 +83,38 @@ def aggregate(cells, tasks: Sequence[str],
     'total_dims', 'fixed_dims', 'ratio'}}}}}` where each statistic is
     `{'mean', 'std', 'values'}` (None where undefined).
   """
-  table = {}
+  result = {}
   for task in tasks:
-    table[task] = {}
+    result[task] = {}
     for method in methods:
       group = _group(cells, task, method)
       done = [c.results for c in group if c.finished]
-      entry = {
+      row = {
           'seeds': len(group), 'finished': len(done),
           'failed': sum(c.status == 'failed' for c in group),
-          'test_accuracy': _stats([r['test']['accuracy'] for r in done]),
-          'test_loss': _stats([r['test']['loss'] for r in done]),
+          'test_accuracy': stats([r['test']['accuracy'] for r in done]),
+          'test_loss': stats([r['test']['loss'] for r in done]),
           'memory': {}}
       for side in SIDES:
         tables = [r['memory'][side] for r in done]
-        entry['memory'][side] = {
+        row['memory'][side] = {
             'counts': {k: float(np.mean([t['counts'].get(k, 0)
                                          for t in tables]))
                        for k in size_keys(group, task, side)},
-            'total_dims': _stats([t['total_dims'] for t in tables]),
-            'fixed_dims': _stats([t['fixed_dims'] for t in tables]),
-            'ratio': _stats([t['ratio'] for t in tables])}
-      table[task][method] = entry
-  return table
+            'total_dims': stats([t['total_dims'] for t in tables]),
+            'fixed_dims': stats([t['fixed_dims'] for t in tables]),
+            'ratio': stats([t['ratio'] for t in tables])}
+      result[task][method] = row
+  return result
 
 
-def _footnotes(cells) -> Dict[int, int]:
+def footnotes(cells) -> Dict[int, int]:
   """id(cell) -> footnote number, for every failed cell."""
   failed = [c for c in cells if c.status == 'failed']
   return {id(c): i + 1 for i, c in enumerate(failed)}
 
 
-def _entry(group, value, decimals, notes) -> str:
+def entry(group, value, decimals, notes) -> str:
   """A table entry: mean ± std of `value(results)`, failures, cells left."""
   done = [c for c in group if c.finished]
   failed = [c for c in group if c.status == 'failed']
@@ -133,13 +133,13 @@ def _row(entries) -> str:
   return '| ' + ' | '.join(entries) + ' |'
 
 
-def _table(header, rows) -> List[str]:
+def table(header, rows) -> List[str]:
   return [_row(header), _row(['---'] * len(header))] + [_row(r) for r in rows]
 
 
 def main_table(cells, tasks, methods) -> List[str]:
   """Markdown lines: one row per method, accuracy % and loss per task."""
-  notes = _footnotes(cells)
+  notes = footnotes(cells)
   header = ['method']
   for task in tasks:
     header += [f'{task} accuracy %', f'{task} {LOSS_NAMES.get(task, "loss")}']
@@ -148,11 +148,11 @@ def main_table(cells, tasks, methods) -> List[str]:
     row = [method]
     for task in tasks:
       group = _group(cells, task, method)
-      row.append(_entry(group, lambda r: 100.0 * r['test']['accuracy'], 2,
-                        notes))
-      row.append(_entry(group, lambda r: r['test']['loss'], 4, notes))
+      row.append(entry(group, lambda r: 100.0 * r['test']['accuracy'], 2,
+                       notes))
+      row.append(entry(group, lambda r: r['test']['loss'], 4, notes))
     rows.append(row)
-  return _table(header, rows)
+  return table(header, rows)
 
 
 def verdict(reference: Sequence[float], other: Sequence[float],
@@ -197,34 +197,48 @@ def versus_table(cells, tasks, methods, reference: str = 'esapn'
         continue
       other = {c.seed: c.results for c in _group(cells, task, method)
                if c.finished}
-      seeds = sorted(set(ref) & set(other))
-      if not seeds:
-        continue
-      acc = [100.0 * (ref[k]['test']['accuracy'] -
-                      other[k]['test']['accuracy']) for k in seeds]
-      loss = [ref[k]['test']['loss'] - other[k]['test']['loss']
-              for k in seeds]
-      rows.append([
-          task, method, ', '.join(f'{d:+.2f}' for d in acc),
-          f'{np.mean(acc):+.2f}',
-          verdict([ref[k]['test']['accuracy'] for k in seeds],
-                  [other[k]['test']['accuracy'] for k in seeds]),
+      columns = paired_columns(ref, other)
+      if columns:
+        rows.append([task, method] + columns)
+  return table(header, rows) if rows else []
+
+
+def paired_columns(reference: Dict[int, Dict[str, Any]],
+                   other: Dict[int, Dict[str, Any]]) -> List[str]:
+  """A reference method against another, over the seeds both finished.
+
+  Args:
+    reference: seed -> results.json of the reference method's run.
+    other: seed -> results.json of the other method's run.
+
+  Returns:
+    Five table entries: the accuracy differences in points per seed, their
+    mean, the accuracy `verdict`, the mean loss difference, the loss
+    `verdict`; [] when no seed is in both.
+  """
+  seeds = sorted(set(reference) & set(other))
+  if not seeds:
+    return []
+  ref, oth = ([r[k]['test'] for k in seeds] for r in (reference, other))
+  acc = [100.0 * (r['accuracy'] - o['accuracy']) for r, o in zip(ref, oth)]
+  loss = [r['loss'] - o['loss'] for r, o in zip(ref, oth)]
+  return [', '.join(f'{d:+.2f}' for d in acc), f'{np.mean(acc):+.2f}',
+          verdict([r['accuracy'] for r in ref],
+                  [o['accuracy'] for o in oth]),
           f'{np.mean(loss):+.4f}',
-          verdict([ref[k]['test']['loss'] for k in seeds],
-                  [other[k]['test']['loss'] for k in seeds],
-                  higher_is_better=False)])
-  return _table(header, rows) if rows else []
+          verdict([r['loss'] for r in ref], [o['loss'] for o in oth],
+                  higher_is_better=False)]
 
 
 def footnote_lines(cells) -> List[str]:
-  notes = _footnotes(cells)
+  notes = footnotes(cells)
   return [f'[{notes[id(c)]}] {c.label}: {c.error}' for c in cells
           if id(c) in notes]
 
 
 def memory_tables(cells, tasks, methods) -> List[str]:
   """Markdown lines: per task and side, ids at each size and the ratio."""
-  notes = _footnotes(cells)
+  notes = footnotes(cells)
   lines = []
   for task in tasks:
     for side in SIDES:
@@ -237,7 +251,7 @@ def memory_tables(cells, tasks, methods) -> List[str]:
         tables = [c.results['memory'][side] for c in group if c.finished]
         if not tables:
           rows.append([method] + ['—'] * (len(keys) + 2) +
-                      [_entry(group, None, 4, notes)])
+                      [entry(group, None, 4, notes)])
           continue
         counts = [f'{round(np.mean([t["counts"].get(k, 0) for t in tables])):,}'
                   for k in keys]
@@ -245,16 +259,16 @@ def memory_tables(cells, tasks, methods) -> List[str]:
             [method] + counts +
             [f'{round(np.mean([t["total_dims"] for t in tables])):,}',
              f'{round(np.mean([t["fixed_dims"] for t in tables])):,}',
-             _entry(group, lambda r, s=side: r['memory'][s]['ratio'], 4,
-                    notes)])
-      lines += _table(['method'] + keys + ['total dims', 'FIXED dims',
-                                           'ratio'], rows)
+             entry(group, lambda r, s=side: r['memory'][s]['ratio'], 4,
+                   notes)])
+      lines += table(['method'] + keys + ['total dims', 'FIXED dims',
+                                          'ratio'], rows)
   return lines
 
 
 def cell_table(cells) -> List[str]:
   """Markdown lines: every cell with its metrics and status."""
-  notes = _footnotes(cells)
+  notes = footnotes(cells)
   rows = []
   for c in cells:
     status = f'failed [{notes[id(c)]}]' if id(c) in notes else c.status
@@ -268,11 +282,14 @@ def cell_table(cells) -> List[str]:
                    f'{r["wall_seconds"]:.1f}', status])
     else:
       rows.append([c.task, c.method, str(c.seed)] + [''] * 5 + [status])
-  return _table(['task', 'method', 'seed', 'test accuracy %', 'test loss',
+  return table(['task', 'method', 'seed', 'test accuracy %', 'test loss',
                  'user ratio', 'item ratio', 'wall s', 'status'], rows)
 
 
-def _header(cells, meta) -> List[str]:
+def header_lines(cells, meta) -> List[str]:
+  """Dataset, seeds, machine, wall time and cells done (meta: 'dataset',
+  'num_seeds', 'tasks', 'machine', 'cpu_count', 'wall_seconds',
+  'started_utc')."""
   done = [c for c in cells if c.finished]
   source = ''
   if done:
@@ -298,7 +315,7 @@ def _header(cells, meta) -> List[str]:
 def markdown(cells, meta: Dict[str, Any]) -> str:
   """The whole `comparison.md`."""
   tasks, methods = meta['tasks'], meta['methods']
-  lines = ['# Method comparison', ''] + _header(cells, meta) + [
+  lines = ['# Method comparison', ''] + header_lines(cells, meta) + [
       '', 'Test accuracy (%) and loss, mean ± sample std over seeds:', '']
   lines += main_table(cells, tasks, methods)
   notes = footnote_lines(cells)
@@ -341,7 +358,7 @@ def write_report(workdir: str, cells, meta: Dict[str, Any]) -> None:
 
 def summary_text(cells, meta: Dict[str, Any], workdir: str) -> str:
   """The one-screen summary printed at the end: the accuracy/loss table."""
-  lines = _header(cells, meta) + [''] + main_table(
+  lines = header_lines(cells, meta) + [''] + main_table(
       cells, meta['tasks'], meta['methods'])
   notes = footnote_lines(cells)
   if notes:

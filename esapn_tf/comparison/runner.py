@@ -156,9 +156,20 @@ def cell_config(base: config_lib.ExperimentConfig, cell: Cell,
         prune_item_fraction=memory['item']['ratio'])
   else:
     search = dataclasses.replace(base.search, method=cell.method)
+  return with_cell(base, cell.task, cell.seed, search)
+
+
+def with_cell(base: config_lib.ExperimentConfig, task: str, seed: int,
+              search: config_lib.SearchConfig
+              ) -> config_lib.ExperimentConfig:
+  """`base` with a cell's task, seed and search configuration.
+
+  Raises:
+    errors.UserInputError: a combination the config rejects.
+  """
   return dataclasses.replace(
-      base, model=dataclasses.replace(base.model, task=cell.task),
-      search=search, train=dataclasses.replace(base.train, seed=cell.seed))
+      base, model=dataclasses.replace(base.model, task=task), search=search,
+      train=dataclasses.replace(base.train, seed=seed))
 
 
 def finished_results(run_dir: str, cfg: config_lib.ExperimentConfig
@@ -240,24 +251,15 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
     meta['wall_seconds'] = time.perf_counter() - start
     report.write_report(workdir, cells, meta)
 
+  def make_config(cell):
+    esapn_results = None
+    if cell.method == 'pruned':
+      esapn_results = _esapn_results(base, workdir, cells, cell)
+    return cell_config(base, cell, esapn_results)
+
   with workdir_lib.WorkdirLock(workdir):
-    durations = {}  # method -> wall seconds of its cells run here
-    for i, cell in enumerate(cells):
-      elapsed = time.perf_counter() - start
-      eta = _eta(cells[i:], durations)
-      print(f'[cell {i + 1}/{len(cells)}] {cell.label} (elapsed '
-            f'{report.format_duration(elapsed)}, ETA '
-            f'{report.format_duration(eta)})', file=out, flush=True)
-      try:
-        _run_cell(base, workdir, cells, cell, run_fn, rerun, verbose_runs,
-                  out)
-      except (errors.RunInterrupted, KeyboardInterrupt) as e:
-        cell.status, cell.error = INTERRUPTED, _one_line(e)
-        write_report()
-        raise
-      if cell.status == OK:
-        durations.setdefault(cell.method, []).append(cell.seconds)
-      write_report()
+    run_cells(cells, make_config, run_fn, write_report, rerun=rerun,
+              verbose_runs=verbose_runs, out=out, start=start)
     for note in plots.write_plots(workdir, cells, tasks, methods,
                                   base.train.batch_size):
       print(note, file=out, flush=True)
@@ -265,14 +267,60 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   return cells, meta
 
 
-def _run_cell(base, workdir, cells, cell, run_fn, rerun, verbose_runs, out):
+def run_cells(cells: Sequence[Cell],
+              make_config: Callable[[Cell], config_lib.ExperimentConfig],
+              run_fn: RunFn, write_report: Callable[[], None],
+              rerun: bool = False, verbose_runs: bool = False, out=None,
+              start: Optional[float] = None) -> None:
+  """Runs (or reuses) `cells` in order; records each outcome in its cell.
+
+  One progress line per cell (elapsed time, ETA from the mean time of the
+  finished cells of the same method), then the cell's outcome line.
+
+  Args:
+    cells: the plan, in run order.
+    make_config: a cell's configuration, asked just before it runs (so it
+      may depend on cells run before it); an exception (e.g.
+      `errors.UserInputError` when the run it depends on failed) fails
+      that cell with the one-line message.
+    run_fn: runs one cell, as `loop.run_experiment`.
+    write_report: called after every cell, and before an interruption is
+      raised.
+    rerun: run finished cells again instead of reusing them.
+    verbose_runs: let each run print its own progress lines.
+    out: stream for the progress lines (stdout when None).
+    start: `time.perf_counter()` value the elapsed time counts from (now
+      when None).
+
+  Raises:
+    errors.RunInterrupted, KeyboardInterrupt: the cell in progress is
+      marked INTERRUPTED and the report written first.
+  """
+  out = out or sys.stdout
+  start = time.perf_counter() if start is None else start
+  durations = {}  # method -> wall seconds of its cells run here
+  for i, cell in enumerate(cells):
+    elapsed = time.perf_counter() - start
+    eta = _eta(cells[i:], durations)
+    print(f'[cell {i + 1}/{len(cells)}] {cell.label} (elapsed '
+          f'{report.format_duration(elapsed)}, ETA '
+          f'{report.format_duration(eta)})', file=out, flush=True)
+    try:
+      _run_cell(cell, make_config, run_fn, rerun, verbose_runs, out)
+    except (errors.RunInterrupted, KeyboardInterrupt) as e:
+      cell.status, cell.error = INTERRUPTED, _one_line(e)
+      write_report()
+      raise
+    if cell.status == OK:
+      durations.setdefault(cell.method, []).append(cell.seconds)
+    write_report()
+
+
+def _run_cell(cell, make_config, run_fn, rerun, verbose_runs, out):
   """Runs (or reuses) one cell; records its outcome in `cell`."""
   started = time.perf_counter()
   try:
-    esapn_results = None
-    if cell.method == 'pruned':
-      esapn_results = _esapn_results(base, workdir, cells, cell)
-    cfg = cell_config(base, cell, esapn_results)
+    cfg = make_config(cell)
     reusable = None if rerun else finished_results(cell.workdir, cfg)
     if reusable is not None:
       cell.status, cell.results = REUSED, reusable

@@ -1,0 +1,115 @@
+"""Accuracy against memory under budgets (the Pareto report); see README.md.
+
+  python bin/pareto.py --flagfile=configs/compare-ml-latest-small.flags \
+      --data_dir=../shared/data/ml-latest-small.zip --workdir=runs/pareto \
+      --memory_budgets=0.1,0.2,0.3,0.5 --seeds=5 --tasks=binary,multiclass \
+      --methods=esapn,random,threshold,mde,pruned
+
+Every bin/train.py flag sets the configuration all cells share (they are
+defined once, in train.py, imported here); --task, --seed, --method and the
+memory flags are set per cell. Kept short on purpose: flags ->
+`pareto.run_pareto` -> summary. Bad input prints one `error:` line and exits
+2; Ctrl-C exits 130 (rerunning continues); exit 1 when every cell failed.
+"""
+
+import logging
+import os
+import sys
+
+import train  # bin/ is sys.path[0]: defines train.py's flags, sets the env
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from esapn_tf import config as config_lib  # noqa: E402
+from esapn_tf import errors  # noqa: E402
+
+flags.DEFINE_list('memory_budgets', ['0.1', '0.2', '0.3', '0.5'],
+                  'ESAPN memory budgets: shares of FIXED dims per side, in '
+                  '(0, 1]; the other methods are matched to what each '
+                  'ESAPN run ended with.')
+flags.DEFINE_list('methods', ['esapn', 'random', 'threshold', 'mde',
+                              'pruned'],
+                  'Methods per budget, in the order of the report rows '
+                  '(esapn always runs first; FIXED always runs once per '
+                  'task and seed as the reference).')
+flags.DEFINE_list('tasks', list(config_lib.TASKS), 'Tasks.')
+flags.DEFINE_integer('seeds', 5, 'Number of seeds: 0..n-1.')
+flags.DEFINE_bool('rerun', False,
+                  'Rerun cells that already finished with the same '
+                  'configuration (by default they are reused).')
+flags.DEFINE_bool('isolate_runs', True,
+                  'Run each cell in a process of its own (a crash fails '
+                  'only its cell; costs a TensorFlow import per cell). '
+                  '--noisolate_runs runs them all in this process.')
+flags.DEFINE_bool('verbose_runs', False,
+                  "Print each run's own progress lines and results.")
+FLAGS = flags.FLAGS
+FLAGS.set_default('workdir', 'runs/pareto')
+
+# bin/train.py flags that each cell sets itself.
+_PER_CELL = {'task': '--tasks', 'seed': '--seeds', 'method': '--methods',
+             'memory_budget': '--memory_budgets',
+             'prune_user_fraction': "the esapn run's memory",
+             'prune_item_fraction': "the esapn run's memory"}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # TensorBoard's event reader logs every file it reads at INFO, and
+  # TensorFlow's checkpoint saver every save.
+  logging.getLogger('tensorboard').setLevel(logging.WARNING)
+  train.quiet_logs()
+  # pylint: disable=g-import-not-at-top
+  from esapn_tf.comparison import isolated
+  from esapn_tf.comparison import pareto
+  from esapn_tf.comparison import pareto_report
+  from esapn_tf.comparison import runner
+  # pylint: enable=g-import-not-at-top
+  try:
+    for name in ('export_dir', 'restart'):
+      if FLAGS[name].present:
+        raise errors.UserInputError(
+            f'--{name} is a bin/train.py flag that pareto does not take '
+            '(finished cells are reused; --rerun runs them again)')
+    for name, source in _PER_CELL.items():
+      if FLAGS[name].present:
+        print(f'note: --{name} is set per cell from {source}; ignored',
+              file=sys.stderr)
+    budgets = pareto.parse_budgets(FLAGS.memory_budgets)
+    methods = pareto.parse_methods(FLAGS.methods)
+    tasks = runner.parse_names('tasks', FLAGS.tasks, config_lib.TASKS)
+    if FLAGS.seeds < 1:
+      raise errors.UserInputError(
+          f'--seeds={FLAGS.seeds} is invalid: give the number of seeds '
+          '(>= 1); seeds 0..n-1 are run')
+    cfg = train.build_config()
+    runner.check_data(cfg)
+    cells, meta = pareto.run_pareto(
+        cfg, FLAGS.workdir, methods, tasks, budgets, FLAGS.seeds,
+        rerun=FLAGS.rerun, verbose_runs=FLAGS.verbose_runs,
+        run_fn=isolated.run_in_subprocess if FLAGS.isolate_runs else None,
+        command=' '.join(['bin/pareto.py'] + sys.argv[1:]))
+  except errors.UserInputError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except (errors.RunInterrupted, KeyboardInterrupt) as e:
+    report_path = os.path.join(FLAGS.workdir, 'pareto.md')
+    message = str(e) or 'Ctrl-C'
+    if 'Run the same command again' not in message:
+      message += '; rerun the same command to continue'
+    if os.path.exists(report_path):
+      message += f' ({report_path} shows the cells done so far)'
+    print(f'interrupted: {message}', file=sys.stderr)
+    sys.exit(130)
+  print('\n' + pareto_report.summary_text(cells, meta, FLAGS.workdir),
+        flush=True)
+  if not any(c.finished for c in cells):
+    print('error: every cell failed (see the footnotes above)',
+          file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=train.parse_flags)
