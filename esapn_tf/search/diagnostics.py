@@ -116,3 +116,53 @@ def report(diagnostics: PolicyDiagnostics, final_probability: np.ndarray,
                       'reward_enlarge', 'reward_enlarge_se', 'benefit',
                       'benefit_se'],
           'rows': rows}
+
+
+def write_heatmap(tables: Dict[str, Dict[str, Any]], path: str) -> None:
+  """Writes the per-state diagnostics as a PNG heat map (atomically).
+
+  One row of panels per side: P(enlarge) at the start, at the end, and the
+  mean paired benefit; rows are log2 frequency buckets, columns sizes;
+  states without decisions are blank.
+
+  Args:
+    tables: `{side: report(...)}` (`results.json: policy_diagnostics`).
+    path: the PNG to write.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = (('p_enlarge_start', 'P(enlarge), start', 'viridis', (0, 1)),
+            ('p_enlarge_end', 'P(enlarge), end', 'viridis', (0, 1)),
+            ('benefit', 'mean benefit L_real - L_shadow', 'RdBu', None))
+  fig, axes = plt.subplots(len(tables), 3, squeeze=False,
+                           figsize=(14, 4.2 * len(tables)),
+                           layout='constrained')
+  for row, (side, table) in enumerate(sorted(tables.items())):
+    col = {name: i for i, name in enumerate(table['columns'])}
+    freqs = sorted({r[0] for r in table['rows']})
+    sizes = sorted({r[1] for r in table['rows']})
+    for j, (key, title, cmap, limits) in enumerate(panels):
+      grid = np.full((max(len(freqs), 1), max(len(sizes), 1)), np.nan)
+      for r in table['rows']:
+        if r[col[key]] is not None:
+          grid[freqs.index(r[0]), sizes.index(r[1])] = r[col[key]]
+      if limits is None:
+        bound = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+        limits = (-bound, bound)
+      ax = axes[row][j]
+      image = ax.imshow(grid, cmap=cmap, vmin=limits[0], vmax=limits[1],
+                        aspect='auto', origin='lower')
+      ax.set_xticks(range(len(sizes)), [str(d) for d in sizes])
+      ax.set_yticks(range(len(freqs)), [f'{f}+' for f in freqs])
+      ax.set_xlabel('size (dims)')
+      ax.set_ylabel('running frequency')
+      ax.set_title(f'{side}s: {title}', fontsize=10)
+      fig.colorbar(image, ax=ax)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  try:
+    fig.savefig(tmp, format='png', dpi=90, bbox_inches='tight')
+  finally:
+    plt.close(fig)
+  os.replace(tmp, path)

@@ -32,6 +32,7 @@ import tensorflow as tf
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.training import outputs
 from esapn_tf.training import trainer as trainer_lib
 from esapn_tf.training import workdir as workdir_lib
@@ -207,6 +208,9 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed': resume,
   }
+  if results['policy_diagnostics']:
+    diagnostics_lib.write_heatmap(results['policy_diagnostics'],
+                                  os.path.join(workdir, 'policy_heatmap.png'))
   outputs.atomic_write_json(os.path.join(workdir, 'results.json'), results)
   if verbose:
     print(outputs.results_table(results), flush=True)

@@ -87,6 +87,11 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
       dict(testcase_name='autoemb_multiclass', method='autoemb',
            task='multiclass'),
       dict(testcase_name='autoemb_xla', method='autoemb', jit_compile=True),
+      dict(testcase_name='esapn_paired_budget_xla', reward='paired',
+           jit_compile=True, search=dict(memory_budget=0.3)),
+      dict(testcase_name='random_budget', method='random',
+           search=dict(memory_budget=0.3)),
+      dict(testcase_name='threshold', method='threshold'),
       dict(testcase_name='mde', method='mde'),
       dict(testcase_name='pruned', method='pruned',
            search=dict(prune_user_fraction=0.5, prune_item_fraction=0.25)),
@@ -114,7 +119,13 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
     self.assertContainsSubset(
         ['method', 'task', 'dataset', 'order', 'test_mode', 'candidate_sizes',
          'test', 'train', 'memory', 'policy_enlarge_probability', 'num_users',
-         'num_items', 'wall_seconds', 'train_examples_per_second'], on_disk)
+         'num_items', 'wall_seconds', 'train_examples_per_second',
+         'policy_diagnostics', 'memory_budget', 'memory_cost',
+         'method_parameters'], on_disk)
+    # The diagnostics' heat map: a policy's runs only.
+    self.assertEqual(
+        os.path.exists(os.path.join(workdir, 'policy_heatmap.png')),
+        method == 'esapn')
     self.assertEqual(on_disk['method'], method)
     self.assertEqual(on_disk['task'], task)
     self.assertEqual(on_disk['dataset'], 'synthetic')
