@@ -41,6 +41,7 @@ from typing import Dict
 import tensorflow as tf
 
 from esapn_tf.layers import embedding as embedding_lib
+from esapn_tf.models import recommender
 from esapn_tf.training import lazy_adam
 
 SIDES = ('user', 'item')
@@ -109,7 +110,6 @@ def _shadow_losses(model, pools: Dict[str, TrialPool], batch, trial):
   from the shadow row of `trial[side]`'s slot (the sink outside trials) at
   the id's size index + 1, and the other side's real vector.
   """
-  from esapn_tf.models import recommender  # pylint: disable=g-import-not-at-top
   real = {side: pools[side].layer(batch[side], training=False)
           for side in SIDES}
   real_loss = recommender.per_example_loss(

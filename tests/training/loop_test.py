@@ -183,6 +183,7 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
       for side in policy:
         p = np.array(policy[side]['probability'])
         self.assertEqual(p.shape, (len(policy[side]['frequency']), len(sizes)))
+        self.assertEqual(policy[side]['size'], list(sizes))
         self.assertTrue(np.all((p >= 0) & (p <= 1)))
 
     # per_frequency.csv: both sides; each side counts every test example once.

@@ -326,8 +326,8 @@ class Esapn(base.Method):
     """P(enlarge) of each side's final policy on a (frequency, size) grid.
 
     Returns:
-      `{side: {'frequency': [1, 2, 4, ...], 'probability': [[p per size
-      index] per frequency]}}`; empty for methods without a policy.
+      `{side: {'frequency': [1, 2, 4, ...], 'size': the candidate sizes
+      (dims), 'probability': [[p per size] per frequency]}}`.
     """
     table = {}
     frequencies = [2**b for b in range(max_bucket + 1)]
@@ -335,10 +335,9 @@ class Esapn(base.Method):
     f = tf.constant(np.repeat(frequencies, n), tf.int32)
     s = tf.constant(np.tile(np.arange(n), len(frequencies)), tf.int32)
     for side, agent in self.agents.items():
-      dist = agent.collect_policy.distribution(
-          agent_lib.first_time_step({'frequency': f, 'size_index': s})).action
-      p = dist.probs_parameter().numpy()[:, agent_lib.ENLARGE]
-      table[side] = {'frequency': frequencies,
+      p = diagnostics_lib.enlarge_probability(
+          agent, {'frequency': f, 'size_index': s}).numpy()
+      table[side] = {'frequency': frequencies, 'size': list(self.sizes),
                      'probability': np.round(p.reshape(-1, n), 4).tolist()}
     return table
 
