@@ -30,10 +30,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from esapn_tf import config as config_lib
 from esapn_tf import errors
+from esapn_tf import files
 from esapn_tf.comparison import pareto_report
 from esapn_tf.comparison import runner
 from esapn_tf.training import loop
-from esapn_tf.training import workdir as workdir_lib
 
 # Methods a budget point compares (esapn sets the point, the others are
 # matched to it); FIXED always runs as the reference.
@@ -236,7 +236,7 @@ def run_pareto(base: config_lib.ExperimentConfig, workdir: str,
       cell_config(base, cell)  # bad settings stop everything here
   sizes = base.model.candidate_sizes
   smallest_share = sizes[0] / sizes[-1]
-  workdir_lib.make_folder(workdir)
+  files.make_folder(workdir)
   meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
           'tasks': list(tasks), 'methods': list(methods),
           'budgets': list(budgets), 'num_seeds': num_seeds,
@@ -260,7 +260,7 @@ def run_pareto(base: config_lib.ExperimentConfig, workdir: str,
     return cell_config(base, cell, targets)
 
   out = out or sys.stdout
-  with workdir_lib.WorkdirLock(workdir):
+  with files.WorkdirLock(workdir):
     runner.run_cells(cells, make_config, run_fn or loop.run_experiment,
                      write_report, rerun=rerun, verbose_runs=verbose_runs,
                      out=out, start=start)

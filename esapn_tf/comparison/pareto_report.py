@@ -26,9 +26,9 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from esapn_tf import files
 from esapn_tf.comparison import plots  # noqa: E402
 from esapn_tf.comparison import report  # noqa: E402
-from esapn_tf.training import outputs  # noqa: E402
 
 SIDES = report.SIDES
 _FAILED = 'failed'  # runner.FAILED
@@ -195,9 +195,9 @@ def to_json(cells, meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def write_files(workdir: str, cells, meta: Dict[str, Any]) -> None:
   """Writes `pareto.md` and `pareto.json` atomically."""
-  outputs.atomic_write_text(os.path.join(workdir, 'pareto.md'),
+  files.atomic_write_text(os.path.join(workdir, 'pareto.md'),
                             markdown(cells, meta))
-  outputs.atomic_write_json(os.path.join(workdir, 'pareto.json'),
+  files.atomic_write_json(os.path.join(workdir, 'pareto.json'),
                             to_json(cells, meta))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from esapn_tf.training import outputs
+from esapn_tf import files
 
 SIDES = ('user', 'item')
 LOSS_NAMES = {'binary': 'MSE', 'multiclass': 'CE'}
@@ -350,9 +350,9 @@ def to_json(cells, meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def write_report(workdir: str, cells, meta: Dict[str, Any]) -> None:
   """Writes `comparison.md` and `comparison.json` atomically."""
-  outputs.atomic_write_text(os.path.join(workdir, 'comparison.md'),
+  files.atomic_write_text(os.path.join(workdir, 'comparison.md'),
                             markdown(cells, meta))
-  outputs.atomic_write_json(os.path.join(workdir, 'comparison.json'),
+  files.atomic_write_json(os.path.join(workdir, 'comparison.json'),
                             to_json(cells, meta))
 
 

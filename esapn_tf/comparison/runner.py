@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from esapn_tf import config as config_lib
 from esapn_tf import errors
+from esapn_tf import files
 from esapn_tf.comparison import plots
 from esapn_tf.comparison import report
 from esapn_tf.data import stream as stream_lib
@@ -238,7 +239,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   run_fn = run_fn or loop.run_experiment
   out = out or sys.stdout
   cells = plan_cells(workdir, tasks, methods, num_seeds)
-  workdir_lib.make_folder(workdir)
+  files.make_folder(workdir)
   meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
           'tasks': list(tasks), 'methods': list(methods),
           'num_seeds': num_seeds, 'machine': platform.node(),
@@ -257,7 +258,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
       esapn_results = _esapn_results(base, workdir, cells, cell)
     return cell_config(base, cell, esapn_results)
 
-  with workdir_lib.WorkdirLock(workdir):
+  with files.WorkdirLock(workdir):
     run_cells(cells, make_config, run_fn, write_report, rerun=rerun,
               verbose_runs=verbose_runs, out=out, start=start)
     for note in plots.write_plots(workdir, cells, tasks, methods,

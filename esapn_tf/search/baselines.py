@@ -204,7 +204,7 @@ def kept_entries(fraction: float, num_ids: int, dims: int) -> int:
 def pruned_memory_table(kept_per_id: np.ndarray,
                         candidate_sizes: Sequence[int],
                         reference_size: int) -> Dict:
-  """The memory table of a pruned side (same keys as `outputs.memory_table`).
+  """The memory table of a pruned side (same keys as `memory.memory_table`).
 
   `total_dims` is the exact number of kept entries. For the counts, each id
   is put at the smallest candidate size that holds its kept entries, and

@@ -35,8 +35,8 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 from esapn_tf.models import recommender
+from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
-from esapn_tf.training import lazy_adam
 
 SIDES = ('user', 'item')
 Batch = Dict[str, tf.Tensor]

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from esapn_tf import config as config_lib
 from esapn_tf.models import recommender
+from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import baselines
 from esapn_tf.search import environment
-from esapn_tf.training import lazy_adam
 
 SIDES = ('user', 'item')
 Batch = Dict[str, tf.Tensor]

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from esapn_tf.layers import embedding as embedding_lib
 from esapn_tf.models import recommender
-from esapn_tf.training import lazy_adam
+from esapn_tf.optimizers import lazy_adam
 
 SIDES = ('user', 'item')
 

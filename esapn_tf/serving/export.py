@@ -35,11 +35,10 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from esapn_tf import errors
+from esapn_tf import files
 from esapn_tf.serving import module as module_lib
 from esapn_tf.serving import params as params_lib
 from esapn_tf.serving import report as report_lib
-from esapn_tf.training import outputs
-from esapn_tf.training import workdir as workdir_lib
 
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 REPORT_FILE = 'export_report.json'
@@ -174,7 +173,7 @@ def check_export_dir(export_dir: str) -> None:
 
 
 def _make_export_dir(export_dir: str) -> None:
-  workdir_lib.make_folder(export_dir, '--export_dir')
+  files.make_folder(export_dir, '--export_dir')
 
 
 def export_run(workdir: str, export_dir: str, model_name: str = 'esapn',
@@ -224,7 +223,7 @@ def export_run(workdir: str, export_dir: str, model_name: str = 'esapn',
     save_servable(reference, fixed_path, model_name)
     report = report_lib.build_report(run, model_path, compact, fixed_path,
                                      reference)
-    outputs.atomic_write_json(os.path.join(model_path, REPORT_FILE), report)
+    files.atomic_write_json(os.path.join(model_path, REPORT_FILE), report)
     version = _publish(model_path, export_dir)
     reference_path = ''
     if reference_dir:

@@ -31,8 +31,8 @@ import tensorflow as tf
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.layers import embedding
+from esapn_tf.layers import memory
 from esapn_tf.models import recommender
-from esapn_tf.training import outputs
 
 SIDES = ('user', 'item')
 CODE_SHIFT = 32  # code = (size_index << CODE_SHIFT) | row
@@ -129,7 +129,7 @@ class RestoredRun:
 
   def memory(self) -> Dict[str, Any]:
     """The memory table per side, recomputed from the restored size indices."""
-    return {side: outputs.memory_table(
+    return {side: memory.memory_table(
         self.embedding(side).size_index.numpy(),
         self.embedding(side).candidate_sizes, self.reference_size)
             for side in SIDES}

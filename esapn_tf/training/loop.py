@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from esapn_tf import config as config_lib
 from esapn_tf import errors
+from esapn_tf import files
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.training import outputs
@@ -94,8 +95,8 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         f'the {part} part is empty ({s.num_examples} examples, '
         f'train_fraction={d.train_fraction}); use more data or another '
         '--train_fraction')
-  workdir_lib.make_folder(workdir)
-  with workdir_lib.WorkdirLock(workdir) as lock:
+  files.make_folder(workdir)
+  with files.WorkdirLock(workdir) as lock:
     if lock.took_over_from is not None and verbose:
       print(f'Took over the stale lock of process {lock.took_over_from} in '
             f'{workdir}', flush=True)
@@ -125,7 +126,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
           f'{e.filename}); pass a writable --workdir') from e
     if archived and verbose:
       print(f'Moved the earlier run in {workdir} to {archived}', flush=True)
-    outputs.atomic_write_text(os.path.join(workdir, 'config.json'),
+    files.atomic_write_text(os.path.join(workdir, 'config.json'),
                               cfg.to_json() + '\n')
   if verbose:
     print(f'Data {s.name}: {s.num_examples:,} ratings, {s.num_users:,} users, '
@@ -184,7 +185,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       signal.signal(signum, handler)
 
   manager.save(checkpoint_number=int(trainer.step))
-  outputs.atomic_write_text(os.path.join(workdir, 'per_frequency.csv'),
+  files.atomic_write_text(os.path.join(workdir, 'per_frequency.csv'),
                             metrics['per_frequency'].to_csv())
   results = {
       'method': cfg.search.method,
@@ -211,7 +212,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
   if results['policy_diagnostics']:
     diagnostics_lib.write_heatmap(results['policy_diagnostics'],
                                   os.path.join(workdir, 'policy_heatmap.png'))
-  outputs.atomic_write_json(os.path.join(workdir, 'results.json'), results)
+  files.atomic_write_json(os.path.join(workdir, 'results.json'), results)
   if verbose:
     print(outputs.results_table(results), flush=True)
   return results

@@ -1,7 +1,7 @@
-"""What a run writes, and how: atomic files, the memory table, progress lines.
+"""What a run writes: archives of earlier runs, progress lines, tables.
 
 Nothing here is written half-way: every file goes to a temporary name in the
-same folder and is renamed into place (`atomic_write_text`). A workdir that
+same folder and is renamed into place (`files.atomic_write_text`). A workdir that
 holds an earlier run's outputs has them moved to `previous/<UTC time>/` before
 the new run writes anything, so a failed run never overwrites or corrupts a
 previous run's results.
@@ -9,30 +9,15 @@ previous run's results.
 
 import csv
 import io
-import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 
 RUN_OUTPUTS = ('config.json', 'results.json', 'per_frequency.csv',
                'checkpoints', 'events')
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and `os.replace`."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def archive_previous_run(workdir: str) -> str:
@@ -54,34 +39,6 @@ def archive_previous_run(workdir: str) -> str:
   for name in present:
     os.replace(os.path.join(workdir, name), os.path.join(archive, name))
   return archive
-
-
-def memory_table(size_indices: np.ndarray,
-                 candidate_sizes: Sequence[int],
-                 reference_size: int) -> Dict[str, Any]:
-  """The paper's memory table for one side (DESIGN.md §5).
-
-  Args:
-    size_indices: int `[num_ids]` final size index of each id.
-    candidate_sizes: the sizes the indices refer to (dimensions).
-    reference_size: the FIXED reference size, the largest candidate of the
-      paper's search space (128 there).
-
-  Returns:
-    `{'counts': {'2': int, ...}, 'total_dims': int, 'fixed_dims': int,
-      'ratio': float}` where `total_dims = sum(count_d * d)`,
-    `fixed_dims = num_ids * reference_size` and `ratio = total / fixed`.
-  """
-  counts = np.bincount(np.asarray(size_indices, np.int64),
-                       minlength=len(candidate_sizes))
-  total = int(sum(int(c) * int(d) for c, d in zip(counts, candidate_sizes)))
-  fixed = int(len(size_indices) * reference_size)
-  return {
-      'counts': {str(d): int(c) for d, c in zip(candidate_sizes, counts)},
-      'total_dims': total,
-      'fixed_dims': fixed,
-      'ratio': total / fixed if fixed else 0.0,
-  }
 
 
 class FrequencyBuckets:

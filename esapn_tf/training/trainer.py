@@ -16,10 +16,10 @@ from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.models import recommender
+from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import environment
 from esapn_tf.search.methods import base as method_base
 from esapn_tf.search.methods import registry
-from esapn_tf.training import lazy_adam
 from esapn_tf.training import outputs
 
 SIDES = environment.SIDES

@@ -6,7 +6,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from esapn_tf.layers import embedding
-from esapn_tf.training import lazy_adam
+from esapn_tf.optimizers import lazy_adam
 
 SIZES = (2, 4, 8, 16, 64, 128)
 

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf.models import recommender
+from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import soft_search
-from esapn_tf.training import lazy_adam
 
 _SIZES = (2, 4, 8)
 

@@ -1,76 +1,13 @@
-"""Tests for esapn_tf.training.outputs: files, memory table, buckets, text."""
+"""Tests for esapn_tf.training.outputs: archives, buckets, text."""
 
 import io
-import json
 import os
 import tempfile
 
-from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from esapn_tf.training import outputs
-
-
-class MemoryTableTest(tf.test.TestCase, parameterized.TestCase):
-
-  def test_known_answer(self):
-    # Four ids at sizes (2, 2, 4, 8): total 2 + 2 + 4 + 8 = 16 dims;
-    # FIXED-8 needs 4 * 8 = 32 dims; ratio 16 / 32 = 0.5.
-    table = outputs.memory_table(np.array([0, 0, 1, 2]), (2, 4, 8), 8)
-    self.assertEqual(table, {
-        'counts': {'2': 2, '4': 1, '8': 1},
-        'total_dims': 16,
-        'fixed_dims': 32,
-        'ratio': 0.5,
-    })
-
-  def test_unused_sizes_are_listed_with_zero_count(self):
-    # Three ids all at size 4 of (2, 4, 8, 16): 12 of 3 * 16 = 48 dims.
-    table = outputs.memory_table(np.array([1, 1, 1]), (2, 4, 8, 16), 16)
-    self.assertEqual(table['counts'], {'2': 0, '4': 3, '8': 0, '16': 0})
-    self.assertEqual(table['total_dims'], 12)
-    self.assertEqual(table['fixed_dims'], 48)
-    self.assertEqual(table['ratio'], 0.25)
-
-  @parameterized.named_parameters(
-      dict(testcase_name='largest', size=8, ratio=1.0),
-      dict(testcase_name='smallest', size=2, ratio=0.25))
-  def test_single_size_as_fixed_baseline(self, size, ratio):
-    # method=fixed: one candidate, every id at index 0.
-    table = outputs.memory_table(np.zeros([5], np.int32), (size,), 8)
-    self.assertEqual(table['counts'], {str(size): 5})
-    self.assertEqual(table['total_dims'], 5 * size)
-    self.assertEqual(table['fixed_dims'], 40)
-    self.assertEqual(table['ratio'], ratio)
-
-  def test_no_ids(self):
-    table = outputs.memory_table(np.zeros([0], np.int64), (2, 4), 4)
-    self.assertEqual(table['counts'], {'2': 0, '4': 0})
-    self.assertEqual(table['fixed_dims'], 0)
-    self.assertEqual(table['ratio'], 0.0)
-
-
-class AtomicWriteTest(tf.test.TestCase):
-
-  def test_json_round_trip_and_no_temporary_left(self):
-    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
-    path = os.path.join(folder, 'results.json')
-    outputs.atomic_write_json(path, {'b': [1, 2], 'a': 0.5})
-    outputs.atomic_write_json(path, {'c': 'second'})  # Overwrites in place.
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-    self.assertEqual(json.loads(text), {'c': 'second'})
-    self.assertTrue(text.endswith('\n'))
-    self.assertEqual(os.listdir(folder), ['results.json'])
-
-  def test_text(self):
-    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
-    path = os.path.join(folder, 'a.csv')
-    outputs.atomic_write_text(path, 'x,y\n1,2\n')
-    with open(path, encoding='utf-8') as f:
-      self.assertEqual(f.read(), 'x,y\n1,2\n')
-    self.assertEqual(os.listdir(folder), ['a.csv'])
 
 
 class ArchivePreviousRunTest(tf.test.TestCase):

@@ -16,6 +16,7 @@ from absl.testing import parameterized
 
 from esapn_tf import config
 from esapn_tf import errors
+from esapn_tf import files
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.training import loop
 from esapn_tf.training import trainer
@@ -212,18 +213,18 @@ class DeterminismAndWorkdirTest(tf.test.TestCase):
 
   def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    lock_path = os.path.join(workdir, workdir_lib.LOCK_NAME)
+    lock_path = os.path.join(workdir, files.LOCK_NAME)
     with open(lock_path, 'w') as f:
       f.write(f'{os.getppid()}\n')  # the parent process: alive
     with self.assertRaisesRegex(errors.UserInputError,
                                 f'in use by the run of process {os.getppid()}'):
-      with workdir_lib.WorkdirLock(workdir):
+      with files.WorkdirLock(workdir):
         pass
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()
     with open(lock_path, 'w') as f:
       f.write(f'{dead.pid}\n')
-    with workdir_lib.WorkdirLock(workdir) as lock:
+    with files.WorkdirLock(workdir) as lock:
       self.assertEqual(lock.took_over_from, dead.pid)
       with open(lock_path) as f:
         self.assertEqual(int(f.read()), os.getpid())

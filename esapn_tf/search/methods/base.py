@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from esapn_tf import config as config_lib
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.layers import memory
 from esapn_tf.search import environment
-from esapn_tf.training import outputs
 
 SIDES = environment.SIDES
 Batch = environment.Batch
@@ -111,9 +111,9 @@ class Method:
                      self.core.embeddings[side].size_index)
 
   def memory(self) -> Dict[str, Any]:
-    """The memory table per side (DESIGN.md §5; `outputs.memory_table`)."""
+    """The memory table per side (DESIGN.md §5; `memory.memory_table`)."""
     reference = self.cfg.model.candidate_sizes[-1]
-    return {side: outputs.memory_table(
+    return {side: memory.memory_table(
         self.core.embeddings[side].size_index.numpy(), self.sizes, reference)
             for side in SIDES}
 

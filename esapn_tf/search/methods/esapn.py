@@ -19,13 +19,13 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.search import environment
 from esapn_tf.search import rewards as rewards_lib
 from esapn_tf.search import trials
 from esapn_tf.search.methods import base
-from esapn_tf.training import lazy_adam
 
 
 def one_step_episodes(observation, action, reward):

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from esapn_tf.training import lazy_adam
+from esapn_tf.optimizers import lazy_adam
 
 
 class SumDuplicateRowsTest(tf.test.TestCase):

@@ -1,0 +1,1 @@
+"""Optimizers with row-sparse state for embedding tables."""
