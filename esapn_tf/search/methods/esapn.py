@@ -215,8 +215,7 @@ class Esapn(base.Method):
             agent_lib.first_time_step(obs[side])).action
       enlarge[side] = environment.any_per_id(
           ids, tf.logical_and(deciding[side],
-                              tf.equal(actions[side], agent_lib.ENLARGE)),
-          core.embeddings[side].num_ids)
+                              tf.equal(actions[side], agent_lib.ENLARGE)))
     # Inlined: compiled with the rest of the step by `learn`'s XLA program.
     out = core._train_step(  # pylint: disable=protected-access
         batch, enlarge['user'], enlarge['item'])
@@ -259,7 +258,7 @@ class Esapn(base.Method):
       appearances = tf.gather(pool.appearances, slot)
       resolving = tf.logical_and(in_trial, appearances >= sc.trial_length)
       decide = tf.logical_and(resolving, trials.last_in_slot(
-          batch[f'{side}_frequency'], slot, pool.capacity + 1))
+          batch[f'{side}_frequency'], slot))
       benefit = (tf.gather(pool.benefit_sum, slot) /
                  tf.cast(tf.maximum(appearances, 1), tf.float32))
       size = obs[side]['size_index']
@@ -280,10 +279,11 @@ class Esapn(base.Method):
       cost.record(allowed, size)
       cost.update(progress, tf.reduce_sum(
           tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
-      chosen = tf.logical_and(
-          in_trial, trials.per_slot_any(allowed, slot, pool.capacity + 1))
+      chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
       trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer, ids, slot,
                    chosen)
+      self.core.size_counts.move(side, ids, size,
+                                 size + tf.cast(chosen, tf.int32))
       trials.free(pool, slot, resolving)
       trials.start(pool, self.shadow_optimizer, ids, self.ctx.step,
                    sc.trial_timeout_steps)
