@@ -90,9 +90,14 @@ class ModelConfig:
   hidden_units: int = 512  # width of the inference MLP's hidden layer
   learning_rate: float = 1e-3  # for the recommender's Adam
   batch_norm_momentum: float = 0.9  # moving-average momentum of every BN
+  embedding_storage: str = 'auto'  # 'auto': each id stored at its size only
+  # for ESAPN (layers/pooled_embedding.py), dense for the other methods;
+  # 'dense': one [num_ids, d_max] table and moments for every method
 
   def __post_init__(self):
     _check_choice('task', self.task, TASKS)
+    _check_choice('embedding_storage', self.embedding_storage,
+                  ('auto', 'dense'))
     sizes = tuple(self.candidate_sizes)
     object.__setattr__(self, 'candidate_sizes', sizes)
     if not sizes or any(int(d) != d or d < 1 for d in sizes):

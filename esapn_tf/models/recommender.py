@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from esapn_tf.layers import embedding
+from esapn_tf.layers import pooled_embedding
 from esapn_tf.layers import soft_embedding
 
 TASK_OUTPUTS = {'binary': 1, 'multiclass': 5}
@@ -36,6 +37,10 @@ class Recommender(tf.keras.Model):
                hidden_units: int = 512,
                batch_norm_momentum: float = 0.9,
                soft_sizes: bool = False,
+               pooled: bool = False,
+               user_budget: float = 0.0,
+               item_budget: float = 0.0,
+               headroom: int = 512,
                **kwargs):
     """Creates the model.
 
@@ -47,6 +52,13 @@ class Recommender(tf.keras.Model):
       hidden_units: width of the hidden layer.
       batch_norm_momentum: momentum of every BN's moving statistics.
       soft_sizes: use `SoftSizeEmbedding` (soft mixture of sizes).
+      pooled: store each id at its current size only
+        (`pooled_embedding.PooledEmbedding`; not with `soft_sizes`).
+      user_budget: pooled only: the user side's memory budget (share of
+        FIXED-`d_n` dims, 0 = none), which sizes its arena up front.
+      item_budget: the same for the item side.
+      headroom: pooled only: free rows each receiving pool keeps (the
+        batch size).
       **kwargs: passed to `tf.keras.Model`.
 
     Raises:
@@ -63,14 +75,28 @@ class Recommender(tf.keras.Model):
     self.hidden_units = int(hidden_units)
     self.batch_norm_momentum = float(batch_norm_momentum)
     self.soft_sizes = bool(soft_sizes)
+    self.pooled = bool(pooled)
+    self.user_budget = float(user_budget)
+    self.item_budget = float(item_budget)
+    self.headroom = int(headroom)
+    if self.pooled and self.soft_sizes:
+      raise ValueError('pooled storage holds one size per id; it cannot be '
+                       'combined with soft_sizes.')
     layer = (soft_embedding.SoftSizeEmbedding if self.soft_sizes else
              embedding.MultiSizeEmbedding)
+    extra = {}
+    if self.pooled:
+      layer = pooled_embedding.PooledEmbedding
+      extra = {'user': {'budget': self.user_budget, 'headroom': headroom},
+               'item': {'budget': self.item_budget, 'headroom': headroom}}
     self.user_embedding = layer(
         num_users, self.candidate_sizes,
-        batch_norm_momentum=batch_norm_momentum, name='user_embedding')
+        batch_norm_momentum=batch_norm_momentum, name='user_embedding',
+        **extra.get('user', {}))
     self.item_embedding = layer(
         num_items, self.candidate_sizes,
-        batch_norm_momentum=batch_norm_momentum, name='item_embedding')
+        batch_norm_momentum=batch_norm_momentum, name='item_embedding',
+        **extra.get('item', {}))
     self.input_norm = tf.keras.layers.BatchNormalization(
         momentum=batch_norm_momentum, name='input_norm')
     self.hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
@@ -136,6 +162,10 @@ class Recommender(tf.keras.Model):
         'hidden_units': self.hidden_units,
         'batch_norm_momentum': self.batch_norm_momentum,
         'soft_sizes': self.soft_sizes,
+        'pooled': self.pooled,
+        'user_budget': self.user_budget,
+        'item_budget': self.item_budget,
+        'headroom': self.headroom,
         'name': self.name,
     }
 

@@ -40,14 +40,21 @@ class Trainer:
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
+    pooled = (method_class.pooled_storage and
+              cfg.model.embedding_storage == 'auto')
     self.model = recommender.Recommender(
         s.num_users, s.num_items, sizes, task=cfg.model.task,
         hidden_units=cfg.model.hidden_units,
         batch_norm_momentum=cfg.model.batch_norm_momentum,
-        soft_sizes=method_class.soft_sizes)
+        soft_sizes=method_class.soft_sizes, pooled=pooled,
+        user_budget=cfg.search.budget('user'),
+        item_budget=cfg.search.budget('item'),
+        headroom=cfg.train.batch_size)
     self.model.build_all()
     self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
                                         cfg.model.learning_rate)
+    for layer in (self.model.user_embedding, self.model.item_embedding):
+      layer.attach_optimizer(self.optimizer)
     self.core = method_class.make_core(self.model, self.optimizer, cfg)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     # Where the run is and what it has counted (restored on resume).
@@ -108,6 +115,8 @@ class Trainer:
     Returns:
       `_learn`'s outputs.
     """
+    for side in SIDES:  # storage upkeep outside the compiled step
+      self.core.embeddings[side].reserve()
     if (self._learn_compiled is not None and
         int(batch['user'].shape[0]) == self.cfg.train.batch_size):
       return self._learn_compiled(batch)

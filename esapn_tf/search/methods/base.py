@@ -58,11 +58,15 @@ class Method:
 
   Class attributes: `soft_sizes` (the model mixes every size softly),
   `needs_previous_batch` (`before_learn` wants the batch before the current
-  one, also after a resume).
+  one, also after a resume), `pooled_storage` (see below).
   """
 
   soft_sizes = False
   needs_previous_batch = False
+  # Whether `--embedding_storage=auto` stores each id at its current size
+  # only (`layers/pooled_embedding.py`); FIXED, DARTS, AutoEmb and the
+  # other baselines keep the dense layout.
+  pooled_storage = False
 
   @classmethod
   def make_core(cls, model, optimizer, cfg: config_lib.ExperimentConfig):
@@ -139,7 +143,4 @@ def enlarge_and_reset(core, optimizer, side: str, ids: tf.Tensor,
   As `SearchCore._train_step` does for its enlargements
   (`lazy_adam.LazyAdam.reset_rows`). Returns bool `[batch]`: enlarged.
   """
-  emb = core.embeddings[side]
-  enlarged = emb.enlarge(ids, mask)
-  optimizer.reset_rows(emb.table_variable, ids, enlarged)
-  return enlarged
+  return core.embeddings[side].enlarge(ids, mask, optimizer)

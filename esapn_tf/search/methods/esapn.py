@@ -45,6 +45,8 @@ def one_step_episodes(observation, action, reward):
 class Esapn(base.Method):
   """The policies, their agents and (reward 'paired') the trials."""
 
+  pooled_storage = True  # each id stored at its size (pooled_embedding.py)
+
   def __init__(self, ctx: base.Context):
     super().__init__(ctx)
     cfg, s, sizes = self.cfg, ctx.stream, self.sizes
@@ -277,13 +279,14 @@ class Esapn(base.Method):
                                     weight)
       wants = tf.logical_and(decide, tf.equal(greedy, agent_lib.ENLARGE))
       allowed = cost.allow(wants, size, progress)
-      cost.record(allowed, size)
-      cost.update(progress, tf.reduce_sum(
-          tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
       chosen = tf.logical_and(
           in_trial, trials.per_slot_any(allowed, slot, pool.capacity + 1))
-      trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer, ids, slot,
-                   chosen)
+      # A pooled layout may refuse (a full pool): count what happened.
+      chosen = trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer,
+                            ids, slot, chosen)
+      cost.record(tf.logical_and(allowed, chosen), size)
+      cost.update(progress, tf.reduce_sum(
+          tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
       trials.free(pool, slot, resolving)
       trials.start(pool, self.shadow_optimizer, ids, self.ctx.step,
                    sc.trial_timeout_steps)
