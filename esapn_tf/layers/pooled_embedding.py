@@ -100,8 +100,11 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
         trainable=False)
     self.counts = tf.Variable(np.eye(1, self.num_sizes, 0, np.int32)[0] * n,
                               name='counts', trainable=False)
-    stack, offsets, free = self._stacks(blocks, [n * self.widths[0]] + [
-        0] * (self.num_sizes - 1), [n] + [0] * (self.num_sizes - 1))
+    counts = np.eye(1, self.num_sizes, 0, np.int64)[0] * n
+    capacity = self._plan(counts, blocks, self.headroom)
+    region = np.concatenate(
+        [[0], np.cumsum(capacity * np.asarray(self.widths))[:-1]])
+    stack, offsets, free = self._stacks(blocks, region, capacity, counts)
     self.free_stack = tf.Variable(stack, shape=tf.TensorShape([None]),
                                   name='free_stack', trainable=False)
     self.stack_offset = tf.Variable(offsets, name='stack_offset',
@@ -295,26 +298,24 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
     self._relayout(self.headroom if headroom is None else int(headroom))
     return True
 
-  def _relayout(self, headroom: int) -> None:
-    """Packs the live rows and shares the spare blocks among the pools.
-
-    O(num_ids + arena) numpy work, outside the compiled step. Pool `k >= 1`
-    gets `min(headroom, num_ids - count_k)` free rows first, then a share
-    of the remaining spare blocks proportional to its live blocks plus that
-    headroom. Without a budget, the arena doubles while it cannot give every
-    pool its headroom; with one, it keeps its size (pools get what fits).
-    """
-    n, w, g = self.num_ids, np.asarray(self.widths), self.block
-    size = self.size_index.numpy()
-    start = self.start_block.numpy().astype(np.int64)
-    counts = np.bincount(size, minlength=self.num_sizes)
-    want = np.minimum(headroom, n - counts)
+  def _wanted(self, counts: np.ndarray, headroom: int) -> np.ndarray:
+    """int `[n]`: free rows each pool should have (none for size 0)."""
+    want = np.minimum(headroom, self.num_ids - counts)
     want[0] = 0  # nothing moves into the smallest size
-    blocks = int(tf.shape(self.arena)[0]) - 1
-    need = int(np.sum((counts + want) * w))
-    if not self.budget:
-      while blocks < need:
-        blocks *= 2
+    return want
+
+  def _plan(self, counts: np.ndarray, blocks: int,
+            headroom: int) -> np.ndarray:
+    """int `[n]`: the rows of each pool (live + free) in `blocks` blocks.
+
+    Pool `k >= 1` gets `min(headroom, num_ids - count_k)` free rows first,
+    then a share of the remaining spare blocks proportional to its live
+    blocks plus that headroom (capped at `num_ids` rows). When the spare
+    cannot give every pool its headroom (a budget), the largest sizes are
+    served first and the others get what is left.
+    """
+    n, w = self.num_ids, np.asarray(self.widths)
+    want = self._wanted(counts, headroom)
     spare = blocks - int(np.sum(counts * w))
     extra = np.zeros_like(counts)
     if spare >= np.sum(want * w):
@@ -329,7 +330,26 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
       for k in range(self.num_sizes - 1, 0, -1):
         extra[k] = min(want[k], left // w[k])
         left -= extra[k] * w[k]
-    capacity = counts + extra
+    return counts + extra
+
+  def _relayout(self, headroom: int) -> None:
+    """Packs the live rows and shares the spare blocks among the pools.
+
+    O(num_ids + arena) numpy work, outside the compiled step (`_plan` says
+    how many rows each pool gets). Without a budget, the arena doubles
+    while it cannot give every pool its headroom; with one, it keeps its
+    size (pools get what fits).
+    """
+    w, g = np.asarray(self.widths), self.block
+    size = self.size_index.numpy()
+    start = self.start_block.numpy().astype(np.int64)
+    counts = np.bincount(size, minlength=self.num_sizes)
+    blocks = int(tf.shape(self.arena)[0]) - 1
+    need = int(np.sum((counts + self._wanted(counts, headroom)) * w))
+    if not self.budget:
+      while blocks < need:
+        blocks *= 2
+    capacity = self._plan(counts, blocks, headroom)
     region = np.concatenate([[0], np.cumsum(capacity * w)[:-1]])
     arena_vars = [self.arena]
     optimizer = getattr(self, '_optimizer', None)
