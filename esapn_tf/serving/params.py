@@ -181,10 +181,14 @@ def restore_run(workdir: str) -> RestoredRun:
           f'the checkpoint {checkpoint!r} has no raw-id vocabularies (written '
           'by an older version); train the run again to export it')
     vocab[side] = np.asarray(reader.get_tensor(key), np.int64)
+  # ESAPN runs store each id at its size (layers/pooled_embedding.py).
+  pooled = reader.has_tensor(
+      'model/item_embedding/arena/.ATTRIBUTES/VARIABLE_VALUE')
   model = recommender.Recommender(
       len(vocab['user']), len(vocab['item']), cfg.embedding_sizes,
       task=cfg.model.task, hidden_units=cfg.model.hidden_units,
-      batch_norm_momentum=cfg.model.batch_norm_momentum)
+      batch_norm_momentum=cfg.model.batch_norm_momentum, pooled=pooled,
+      headroom=1)
   model.build_all()
   try:
     status = tf.train.Checkpoint(model=model).restore(checkpoint)
