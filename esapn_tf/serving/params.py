@@ -182,8 +182,8 @@ def restore_run(workdir: str) -> RestoredRun:
           'by an older version); train the run again to export it')
     vocab[side] = np.asarray(reader.get_tensor(key), np.int64)
   # ESAPN runs store each id at its size (layers/pooled_embedding.py).
-  pooled = reader.has_tensor(
-      'model/item_embedding/arena/.ATTRIBUTES/VARIABLE_VALUE')
+  pooled = any(key.startswith('model/item_embedding/start_block/')
+               for key in reader.get_variable_to_shape_map())
   model = recommender.Recommender(
       len(vocab['user']), len(vocab['item']), cfg.embedding_sizes,
       task=cfg.model.task, hidden_units=cfg.model.hidden_units,
