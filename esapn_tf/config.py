@@ -26,6 +26,10 @@ MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde', 'random',
 BUDGET_METHODS = ('esapn', 'mde', 'random', 'threshold')
 # Methods that mix every size softly (DESIGN.md §4).
 SOFT_METHODS = ('darts', 'autoemb')
+# Methods whose ids, with --embedding_storage=auto, are stored at their
+# current size only (layers/pooled_embedding.py); the others keep the dense
+# [num_ids, d_max] layout as reference points.
+POOLED_METHODS = ('esapn',)
 REWARDS = ('paired', 'next_appearance', 'paper')
 # Older name of the paper's reward, still accepted.
 REWARD_ALIASES = {'tentative': 'paper'}
@@ -264,6 +268,17 @@ class ExperimentConfig:
     if self.search.method not in MULTI_SIZE_METHODS:
       sizes = (self.search.fixed_size or sizes[-1],)
     return sizes
+
+  @property
+  def pooled_storage(self) -> bool:
+    """Whether the model stores each id at its current size only.
+
+    True for the `POOLED_METHODS` with `embedding_storage='auto'`; the
+    trainer and `serving/params.restore_run` both build from this, so a
+    checkpoint is restored into the layout that wrote it.
+    """
+    return (self.search.method in POOLED_METHODS and
+            self.model.embedding_storage == 'auto')
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)

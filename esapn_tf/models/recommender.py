@@ -10,6 +10,7 @@ from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
+from esapn_tf import config as config_lib
 from esapn_tf.layers import embedding
 from esapn_tf.layers import pooled_embedding
 from esapn_tf.layers import soft_embedding
@@ -168,6 +169,35 @@ class Recommender(tf.keras.Model):
         'headroom': self.headroom,
         'name': self.name,
     }
+
+
+def from_config(cfg: config_lib.ExperimentConfig, num_users: int,
+                num_items: int, soft_sizes: bool = False) -> Recommender:
+  """The run's model, built (`build_all`), as `cfg` lays its storage out.
+
+  The trainer and `serving/params.restore_run` both call this, so a
+  checkpoint is restored into the layout that wrote it (pooled for
+  `cfg.pooled_storage`, with the same budgets and headroom).
+
+  Args:
+    cfg: the run's config.
+    num_users: rows of the user side (ids seen).
+    num_items: rows of the item side.
+    soft_sizes: the method mixes every size softly (DARTS, AutoEmb).
+
+  Returns:
+    A built `Recommender`.
+  """
+  model = Recommender(
+      num_users, num_items, cfg.embedding_sizes, task=cfg.model.task,
+      hidden_units=cfg.model.hidden_units,
+      batch_norm_momentum=cfg.model.batch_norm_momentum,
+      soft_sizes=soft_sizes, pooled=cfg.pooled_storage,
+      user_budget=cfg.search.budget('user'),
+      item_budget=cfg.search.budget('item'),
+      headroom=cfg.train.batch_size)
+  model.build_all()
+  return model
 
 
 def per_example_loss(task: str, labels: tf.Tensor,

@@ -40,17 +40,8 @@ class Trainer:
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
-    pooled = (method_class.pooled_storage and
-              cfg.model.embedding_storage == 'auto')
-    self.model = recommender.Recommender(
-        s.num_users, s.num_items, sizes, task=cfg.model.task,
-        hidden_units=cfg.model.hidden_units,
-        batch_norm_momentum=cfg.model.batch_norm_momentum,
-        soft_sizes=method_class.soft_sizes, pooled=pooled,
-        user_budget=cfg.search.budget('user'),
-        item_budget=cfg.search.budget('item'),
-        headroom=cfg.train.batch_size)
-    self.model.build_all()
+    self.model = recommender.from_config(
+        cfg, s.num_users, s.num_items, soft_sizes=method_class.soft_sizes)
     self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
                                         cfg.model.learning_rate)
     for layer in (self.model.user_embedding, self.model.item_embedding):

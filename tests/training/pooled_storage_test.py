@@ -3,7 +3,7 @@
 The same run (seed, stream, policy) on `--embedding_storage=auto` (pooled,
 `layers/pooled_embedding.py`) and `dense` must give the same losses and
 predictions to float tolerance, with enlargements into every pool and rows
-freed and reused.
+freed and reused; and the compact serving export of both is the same.
 """
 
 import numpy as np
@@ -12,6 +12,7 @@ import tensorflow as tf
 from esapn_tf import config
 from esapn_tf.data import stream
 from esapn_tf.layers import pooled_embedding
+from esapn_tf.serving import params
 from esapn_tf.training import trainer as trainer_lib
 
 _BATCH = 100
@@ -44,8 +45,16 @@ class PooledStorageTest(tf.test.TestCase):
         'binary', 'random', 0.8, 0)
     cls.batches = list(stream.make_dataset(cls.stream, 0, 24 * _BATCH,
                                            _BATCH))
+    cls.trainers = None  # (dense, pooled) after the run test
+
+  def _trained(self):
+    if PooledStorageTest.trainers is None:
+      self.test_pooled_run_equals_dense_run()
+    return PooledStorageTest.trainers
 
   def test_pooled_run_equals_dense_run(self):
+    if PooledStorageTest.trainers is not None:
+      return  # already run (by the export test)
     dense = _trainer(self.stream, 'dense')
     pooled = _trainer(self.stream, 'auto')
     self.assertIsInstance(pooled.model.item_embedding,
@@ -82,6 +91,24 @@ class PooledStorageTest(tf.test.TestCase):
     test = self.batches[-1]
     self.assertAllClose(dense.model(test, training=False),
                         pooled.model(test, training=False), atol=1e-5)
+    PooledStorageTest.trainers = (dense, pooled)
+
+  def test_compact_export_equals_dense_export(self):
+    dense, pooled = self._trained()
+    vocab = {'user': np.arange(self.stream.num_users, dtype=np.int64) + 7,
+             'item': np.arange(self.stream.num_items, dtype=np.int64) + 9}
+    a = params.compact_params(dense.model, vocab)
+    b = params.compact_params(pooled.model, vocab)
+    for side in ('user', 'item'):
+      sa, sb = getattr(a, side), getattr(b, side)
+      self.assertAllEqual(sa.codes, sb.codes)
+      self.assertLen(sb.tables, len(_SIZES))
+      self.assertGreater(sum(len(t) for t in sb.tables[1:]), 0)
+      for ta, tb in zip(sa.tables, sb.tables):
+        self.assertAllClose(ta, tb, atol=1e-5)
+      self.assertAllClose(sa.unknown_embedding, sb.unknown_embedding,
+                          atol=1e-5)
+    self.assertAllClose(a.hidden_kernel, b.hidden_kernel, atol=1e-5)
 
 
 if __name__ == '__main__':

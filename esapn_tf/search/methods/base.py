@@ -58,15 +58,11 @@ class Method:
 
   Class attributes: `soft_sizes` (the model mixes every size softly),
   `needs_previous_batch` (`before_learn` wants the batch before the current
-  one, also after a resume), `pooled_storage` (see below).
+  one, also after a resume).
   """
 
   soft_sizes = False
   needs_previous_batch = False
-  # Whether `--embedding_storage=auto` stores each id at its current size
-  # only (`layers/pooled_embedding.py`); FIXED, DARTS, AutoEmb and the
-  # other baselines keep the dense layout.
-  pooled_storage = False
 
   @classmethod
   def make_core(cls, model, optimizer, cfg: config_lib.ExperimentConfig):

@@ -45,8 +45,6 @@ def one_step_episodes(observation, action, reward):
 class Esapn(base.Method):
   """The policies, their agents and (reward 'paired') the trials."""
 
-  pooled_storage = True  # each id stored at its size (pooled_embedding.py)
-
   def __init__(self, ctx: base.Context):
     super().__init__(ctx)
     cfg, s, sizes = self.cfg, ctx.stream, self.sizes
