@@ -53,10 +53,17 @@ def _checkpoint_step(workdir):
 
 
 def _size_indices(workdir):
+  """Both sides' size indices and, for a pooled layout, row index and pools.
+
+  A variable is saved under its first path in the object graph (the item
+  side's under `item_trials/layer/`), so every prefix is read.
+  """
   reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints'))
+  fields = ('size_index', 'start_block', 'num_free', 'counts')
   names = [n for n in reader.get_variable_to_shape_map()
-           if n.startswith('model/') and 'size_index' in n and
-           'OPTIMIZER' not in n]
+           if 'OPTIMIZER' not in n and n.count('/') >= 2 and
+           n.split('/')[-3] in fields]
+  assert sum('size_index' in n for n in names) == 2, names
   return {n: reader.get_tensor(n).tolist() for n in sorted(names)}
 
 
