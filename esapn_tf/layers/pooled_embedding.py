@@ -23,15 +23,20 @@ row onto pool `k`'s stack, all with static shapes (XLA). An enlargement into
 a pool with no free row is masked out (the id keeps its size; the returned
 mask says so); `reserve` makes that not happen in practice.
 
-`reserve(headroom)`, called eagerly before every step, re-lays the arena out
-(`_relayout`, numpy, outside the compiled step) when a pool that can still
-receive ids has fewer than `headroom` free rows: live rows are packed, and
-the spare blocks are shared among the pools that can grow. With a memory
-budget `B` (`budget`), the arena is sized once, up front, for
-`B x num_ids x d_n` floats plus one batch of headroom per pool, so its shape
-never changes and the step compiles once. Without a budget the arena doubles
-when it is full: its shape changes (and XLA recompiles the step) at most
-about `log2(d_n / d_0) + 1` times.
+`reserve()`, called eagerly before a step, re-lays the arena out
+(`_relayout`, numpy, outside the compiled step) when a pool has fewer free
+rows than one step can move into it (`_wanted`): pool `k` receives only
+ids of pool `k-1`, so at most `min(headroom, count_{k-1}, num_ids -
+count_k)` of them (`headroom`: the distinct ids of a batch), and under a
+budget at most `room / (d_k - d_{k-1})`, `room` the dims the budget has
+left. Live rows are packed and the spare blocks are shared among the pools.
+With a memory budget `B` (`budget`), the arena is sized once, up front, for
+`B x num_ids x d_n` floats plus a slack of one step's moves at the budget's
+pace (`step_dims`), so its shape never changes and the step compiles once;
+moves beyond that (a policy that saved room up) into a pool with no free
+row are refused. Without a budget the arena doubles when it is full: its
+shape changes (and XLA recompiles the step) at most about
+`log2(d_n / d_0) + 2` times.
 """
 
 import math
@@ -55,12 +60,15 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
   Extra constructor arguments:
     budget: the side's memory budget as a share of `num_ids x d_n` dims, in
       (0, 1], or 0 for none (arena grows as needed).
-    headroom: rows each receiving pool keeps free after a re-layout (the
-      most ids one step can move into it: the batch size).
+    headroom: the most ids of this side one step can move (the batch size):
+      a pool never needs more free rows than this.
+    step_dims: under a budget, the dims its pace adds per step (0: not
+      known); the arena's slack is sized for twice that.
   """
 
   def __init__(self, num_ids: int, candidate_sizes: Sequence[int],
-               budget: float = 0.0, headroom: int = 512, **kwargs):
+               budget: float = 0.0, headroom: int = 512,
+               step_dims: float = 0.0, **kwargs):
     super().__init__(num_ids, candidate_sizes, **kwargs)
     if not 0.0 <= budget <= 1.0:
       raise ValueError(f'budget must be in [0, 1], got {budget}.')
@@ -68,19 +76,34 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
       raise ValueError(f'headroom must be >= 1, got {headroom}.')
     self.budget = float(budget)
     self.headroom = int(headroom)
+    if step_dims < 0:
+      raise ValueError(f'step_dims must be >= 0, got {step_dims}.')
+    self.step_dims = float(step_dims)
     self.block = reduce(math.gcd, self.candidate_sizes)
     self.widths = tuple(d // self.block for d in self.candidate_sizes)
     self.relayouts = 0  # eager re-layouts so far (not checkpointed)
 
   # ------------------------------------------------------------- layout
+  def _initial_counts(self) -> np.ndarray:
+    return np.eye(1, self.num_sizes, 0, np.int64)[0] * self.num_ids
+
   def _initial_blocks(self) -> int:
-    """Arena blocks (without the sink) before any id grows."""
-    n, w = self.num_ids, self.widths
-    spare = sum(min(self.headroom, n) * wk for wk in w[1:])
-    if self.budget:
-      live = int(math.ceil(self.budget * n * w[-1]))
-      return max(live, n * w[0]) + spare
-    return n * w[0] + spare
+    """Arena blocks (without the sink) before any id grows.
+
+    No budget: the rows at `d_0` and what one step can move into `d_1`.
+    A budget `B`: `B x num_ids x d_n` dims plus a slack of, per pool `k`,
+    `min(headroom, num_ids, 2 x step_dims / (d_k - d_{k-1}))` rows.
+    """
+    n, w = self.num_ids, np.asarray(self.widths)
+    counts = self._initial_counts()
+    if not self.budget:
+      return int(n * w[0] + np.sum(self._wanted(counts) * w))
+    rows = np.full(self.num_sizes - 1, min(self.headroom, n), np.int64)
+    if self.step_dims:
+      delta = np.diff(np.asarray(self.candidate_sizes, np.float64))
+      rows = np.minimum(rows, np.ceil(2 * self.step_dims / delta))
+    slack = int(np.sum(rows * w[1:]))
+    return max(int(math.ceil(self.budget * n * w[-1])), n * w[0]) + slack
 
   def _stack_sizes(self, num_blocks: int):
     """Free-stack region size per pool: the most rows the pool can hold."""
@@ -98,9 +121,9 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
     self.start_block = tf.Variable(
         np.arange(n, dtype=np.int32) * self.widths[0], name='start_block',
         trainable=False)
-    self.counts = tf.Variable(np.eye(1, self.num_sizes, 0, np.int32)[0] * n,
-                              name='counts', trainable=False)
-    counts = np.eye(1, self.num_sizes, 0, np.int64)[0] * n
+    counts = self._initial_counts()
+    self.counts = tf.Variable(counts.astype(np.int32), name='counts',
+                              trainable=False)
     capacity = self._plan(counts, blocks, self.headroom)
     region = np.concatenate(
         [[0], np.cumsum(capacity * np.asarray(self.widths))[:-1]])
@@ -277,11 +300,10 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
 
   # --------------------------------------------------------- re-layout
   def needs_relayout(self, headroom: Optional[int] = None) -> bool:
-    """Whether a pool that can still receive ids has too few free rows."""
-    h = self.headroom if headroom is None else int(headroom)
-    counts, free = self.counts.numpy(), self.num_free.numpy()
-    want = np.minimum(h, self.num_ids - counts)
-    return bool(np.any(free[1:] < want[1:]))
+    """Whether a pool has fewer free rows than one step can move into it."""
+    counts = self.counts.numpy().astype(np.int64)
+    return bool(np.any(self.num_free.numpy() < self._wanted(counts,
+                                                            headroom)))
 
   def reserve(self, headroom: Optional[int] = None) -> bool:
     """Eagerly re-lays out the arena if a step might find a pool full.
@@ -298,17 +320,36 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
     self._relayout(self.headroom if headroom is None else int(headroom))
     return True
 
-  def _wanted(self, counts: np.ndarray, headroom: int) -> np.ndarray:
-    """int `[n]`: free rows each pool should have (none for size 0)."""
-    want = np.minimum(headroom, self.num_ids - counts)
-    want[0] = 0  # nothing moves into the smallest size
+  def _wanted(self, counts: np.ndarray,
+              headroom: Optional[int] = None) -> np.ndarray:
+    """int64 `[n]`: the most ids one step can move into each pool.
+
+    Pool `k >= 1` receives only ids of pool `k-1`, one move per id and
+    step: at most `min(headroom, count_{k-1}, num_ids - count_k)`; under a
+    budget also at most `ceil(room / (d_k - d_{k-1}))`, `room` the dims
+    left below `budget x num_ids x d_n`. None for size 0.
+
+    Args:
+      counts: int `[n]`, ids at each size.
+      headroom: the most distinct ids of a step (default the layer's).
+    """
+    h = self.headroom if headroom is None else int(headroom)
+    counts = np.asarray(counts, np.int64)
+    want = np.zeros(self.num_sizes, np.int64)
+    want[1:] = np.minimum(np.minimum(h, counts[:-1]),
+                          self.num_ids - counts[1:])
+    if self.budget:
+      sizes = np.asarray(self.candidate_sizes, np.int64)
+      room = max(self.budget * self.num_ids * sizes[-1] -
+                 float(np.sum(counts * sizes)), 0.0)
+      want[1:] = np.minimum(want[1:], np.ceil(room / np.diff(sizes)))
     return want
 
   def _plan(self, counts: np.ndarray, blocks: int,
             headroom: int) -> np.ndarray:
     """int `[n]`: the rows of each pool (live + free) in `blocks` blocks.
 
-    Pool `k >= 1` gets `min(headroom, num_ids - count_k)` free rows first,
+    Pool `k >= 1` gets the free rows one step can need (`_wanted`) first,
     then a share of the remaining spare blocks proportional to its live
     blocks plus that headroom (capped at `num_ids` rows). When the spare
     cannot give every pool its headroom (a budget), the largest sizes are
@@ -391,5 +432,6 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
 
   def get_config(self):
     config = super().get_config()
-    config.update({'budget': self.budget, 'headroom': self.headroom})
+    config.update({'budget': self.budget, 'headroom': self.headroom,
+                   'step_dims': self.step_dims})
     return config

@@ -42,6 +42,8 @@ class Recommender(tf.keras.Model):
                user_budget: float = 0.0,
                item_budget: float = 0.0,
                headroom: int = 512,
+               user_step_dims: float = 0.0,
+               item_step_dims: float = 0.0,
                **kwargs):
     """Creates the model.
 
@@ -58,8 +60,11 @@ class Recommender(tf.keras.Model):
       user_budget: pooled only: the user side's memory budget (share of
         FIXED-`d_n` dims, 0 = none), which sizes its arena up front.
       item_budget: the same for the item side.
-      headroom: pooled only: free rows each receiving pool keeps (the
+      headroom: pooled only: the most ids of a side one step can move (the
         batch size).
+      user_step_dims: pooled with a budget: the dims the budget's pace adds
+        per step on the user side (sizes the arena's slack; 0 = unknown).
+      item_step_dims: the same for the item side.
       **kwargs: passed to `tf.keras.Model`.
 
     Raises:
@@ -80,6 +85,8 @@ class Recommender(tf.keras.Model):
     self.user_budget = float(user_budget)
     self.item_budget = float(item_budget)
     self.headroom = int(headroom)
+    self.user_step_dims = float(user_step_dims)
+    self.item_step_dims = float(item_step_dims)
     if self.pooled and self.soft_sizes:
       raise ValueError('pooled storage holds one size per id; it cannot be '
                        'combined with soft_sizes.')
@@ -88,8 +95,10 @@ class Recommender(tf.keras.Model):
     extra = {}
     if self.pooled:
       layer = pooled_embedding.PooledEmbedding
-      extra = {'user': {'budget': self.user_budget, 'headroom': headroom},
-               'item': {'budget': self.item_budget, 'headroom': headroom}}
+      extra = {side: {'budget': getattr(self, f'{side}_budget'),
+                      'headroom': self.headroom,
+                      'step_dims': getattr(self, f'{side}_step_dims')}
+               for side in ('user', 'item')}
     self.user_embedding = layer(
         num_users, self.candidate_sizes,
         batch_norm_momentum=batch_norm_momentum, name='user_embedding',
@@ -167,12 +176,15 @@ class Recommender(tf.keras.Model):
         'user_budget': self.user_budget,
         'item_budget': self.item_budget,
         'headroom': self.headroom,
+        'user_step_dims': self.user_step_dims,
+        'item_step_dims': self.item_step_dims,
         'name': self.name,
     }
 
 
 def from_config(cfg: config_lib.ExperimentConfig, num_users: int,
-                num_items: int, soft_sizes: bool = False) -> Recommender:
+                num_items: int, soft_sizes: bool = False,
+                learned_examples: int = 0) -> Recommender:
   """The run's model, built (`build_all`), as `cfg` lays its storage out.
 
   The trainer and `serving/params.restore_run` both call this, so a
@@ -184,10 +196,22 @@ def from_config(cfg: config_lib.ExperimentConfig, num_users: int,
     num_users: rows of the user side (ids seen).
     num_items: rows of the item side.
     soft_sizes: the method mixes every size softly (DARTS, AutoEmb).
+    learned_examples: examples the run learns from (0: unknown). With a
+      budget, the pace adds `(B - d_0 / d_n) x num_ids x d_n x batch /
+      learned_examples` dims per step (`search/rewards.MemoryCost.target`),
+      which sizes the pooled arena's slack.
 
   Returns:
     A built `Recommender`.
   """
+  sizes = cfg.embedding_sizes
+  step_dims = {}
+  for side, num_ids in (('user', num_users), ('item', num_items)):
+    budget = cfg.search.budget(side)
+    step_dims[side] = 0.0
+    if budget and learned_examples:
+      step_dims[side] = (max(budget - sizes[0] / sizes[-1], 0.0) * num_ids *
+                         sizes[-1] * cfg.train.batch_size / learned_examples)
   model = Recommender(
       num_users, num_items, cfg.embedding_sizes, task=cfg.model.task,
       hidden_units=cfg.model.hidden_units,
@@ -195,7 +219,8 @@ def from_config(cfg: config_lib.ExperimentConfig, num_users: int,
       soft_sizes=soft_sizes, pooled=cfg.pooled_storage,
       user_budget=cfg.search.budget('user'),
       item_budget=cfg.search.budget('item'),
-      headroom=cfg.train.batch_size)
+      headroom=cfg.train.batch_size, user_step_dims=step_dims['user'],
+      item_step_dims=step_dims['item'])
   model.build_all()
   return model
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.layers import memory
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import environment
@@ -40,8 +41,11 @@ class Trainer:
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
+    learned = (s.num_examples if cfg.train.test_mode == 'prequential' else
+               s.num_train)
     self.model = recommender.from_config(
-        cfg, s.num_users, s.num_items, soft_sizes=method_class.soft_sizes)
+        cfg, s.num_users, s.num_items, soft_sizes=method_class.soft_sizes,
+        learned_examples=learned)
     self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
                                         cfg.model.learning_rate)
     for layer in (self.model.user_embedding, self.model.item_embedding):
@@ -242,6 +246,13 @@ class Trainer:
   def memory(self) -> Dict[str, Any]:
     """The memory table per side (DESIGN.md §5; `Method.memory`)."""
     return self.method.memory()
+
+  def train_state_bytes(self) -> Dict[str, Any]:
+    """Embedding storage bytes now, both sides (`memory.train_state_bytes`),
+    against FIXED at the largest candidate size."""
+    return memory.train_state_bytes(
+        [self.model.user_embedding, self.model.item_embedding],
+        self.cfg.model.candidate_sizes[-1])
 
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,

@@ -82,14 +82,15 @@ class PooledEmbeddingTest(tf.test.TestCase):
   def test_enlarging_into_a_full_pool_is_refused(self):
     """No free row in pool 1 and no reserve: the enlargement is masked."""
     _, pooled = _pair(4, headroom=1)
-    self.assertAllEqual(pooled.num_free, [0, 1, 1])
+    # Pool 2 can receive nothing before pool 1 holds an id: no free row.
+    self.assertAllEqual(pooled.num_free, [0, 1, 0])
     before = pooled(tf.range(4), training=False)
     moved = pooled.enlarge(tf.constant([0, 1, 1, 2]))
     # Id 0 takes pool 1's only free row; ids 1 and 2 are refused.
     self.assertAllEqual(moved, [True, False, False, False])
     self.assertAllEqual(pooled.size_index, [1, 0, 0, 0])
     self.assertAllEqual(pooled.counts, [3, 1, 0])
-    self.assertAllEqual(pooled.num_free, [1, 0, 1])
+    self.assertAllEqual(pooled.num_free, [1, 0, 0])
     # Function-preserving, and the refused ids read their old rows.
     self.assertAllClose(pooled(tf.range(4), training=False), before,
                         atol=1e-6)
@@ -119,6 +120,34 @@ class PooledEmbeddingTest(tf.test.TestCase):
     pooled.enlarge(tf.range(5))
     pooled.reserve()
     self.assertEqual(int(tf.shape(pooled.arena)[0]), 131)
+
+  def test_headroom_is_what_one_step_can_move_in(self):
+    """Pool k needs free rows only for ids that can come from pool k-1.
+
+    N = 100, sizes (2, 4, 8), headroom 30. Counts (95, 5, 0): pool 1 can
+    receive min(30, 95, 95) = 30 ids, pool 2 min(30, 5, 100) = 5. With a
+    budget B = 0.3 (240 dims) and 95 x 2 + 5 x 4 = 210 live dims, the room
+    is 30 dims: 15 ids into pool 1 (2 dims each), 7.5 -> 8 into pool 2.
+    """
+    layer = pooled_embedding.PooledEmbedding(100, _SIZES, headroom=30)
+    self.assertAllEqual(layer._wanted(np.array([95, 5, 0])), [0, 30, 5])  # pylint: disable=protected-access
+    self.assertAllEqual(layer._wanted(np.array([100, 0, 0])), [0, 30, 0])  # pylint: disable=protected-access
+    budget = pooled_embedding.PooledEmbedding(100, _SIZES, budget=0.3,
+                                              headroom=30)
+    self.assertAllEqual(budget._wanted(np.array([95, 5, 0])), [0, 15, 5])  # pylint: disable=protected-access
+    self.assertAllEqual(budget._wanted(np.array([80, 10, 10])), [0, 0, 0])  # pylint: disable=protected-access
+
+  def test_budget_slack_follows_the_pace(self):
+    """The slack is two steps of the pace's dims, per pool, at most.
+
+    N = 100, B = 0.25, d_n = 8: 100 blocks of live rows; step_dims 3: pool
+    1 (2 more dims) min(5, ceil(6 / 2)) = 3 rows of 2 blocks, pool 2 (4
+    more dims) ceil(6 / 4) = 2 rows of 4 blocks: 14 blocks, + the sink.
+    """
+    pooled = pooled_embedding.PooledEmbedding(100, _SIZES, budget=0.25,
+                                              headroom=5, step_dims=3.0)
+    pooled.build(None)
+    self.assertEqual(int(tf.shape(pooled.arena)[0]), 115)
 
   def test_dense_storage_bytes(self):
     layer = embedding.MultiSizeEmbedding(10, _SIZES)
