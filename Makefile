@@ -1,6 +1,7 @@
 # Two commands for a new machine with Python 3.11 (README.md):
 #   make demo   # creates/reuses .venv, trains ESAPN on the embedded synthetic set
 #   make test   # creates/reuses .venv, runs the whole test suite
+#   make test-fast  # the same without the slow tests, for development
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# For development: leaves out the tests marked slow (tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow' tests
 
 clean:
 	rm -rf $(VENV) runs/demo

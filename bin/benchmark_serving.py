@@ -18,18 +18,22 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from esapn_tf import errors  # noqa: E402
+from esapn_tf import startup  # noqa: E402
+
+# Before the flags (its functions use `tf`): ESAPN_VERBOSE=1 shows the
+# third-party start-up output here, not -v.
+tf = startup.import_tensorflow()
+# pylint: disable=g-import-not-at-top,g-bad-import-order
 from esapn_tf.serving import export  # noqa: E402
 from esapn_tf.serving import report  # noqa: E402
+# pylint: enable=g-import-not-at-top,g-bad-import-order
 
 flags.DEFINE_string('workdir', '', 'A finished run: both exports are built '
                     'from it in a temporary folder (deleted afterwards).')
@@ -41,18 +45,6 @@ flags.DEFINE_integer('iterations', 500, 'Timed calls per model and batch size.')
 flags.DEFINE_integer('warmup', 20, 'Untimed calls per model and batch size.')
 flags.DEFINE_integer('seed', 0, 'Seed of the random id pairs.')
 FLAGS = flags.FLAGS
-
-
-def resolve(path: str) -> str:
-  """A SavedModel folder: `path` itself or its latest integer version."""
-  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
-    return path
-  found = export.versions(path)
-  if not found:
-    raise errors.UserInputError(
-        f'{path!r} is neither a SavedModel nor a folder of versions; pass an '
-        'export from bin/export.py')
-  return os.path.join(path, str(found[-1]))
 
 
 def known_ids(saved_model_dir: str):
@@ -124,8 +116,8 @@ def main(argv):
                                    reference_dir=os.path.join(tmp, 'fixed'))
         esapn, fixed = result.path, result.reference_path
       elif FLAGS.export_dir and FLAGS.fixed_export_dir:
-        esapn, fixed = (resolve(FLAGS.export_dir),
-                        resolve(FLAGS.fixed_export_dir))
+        esapn, fixed = (export.resolve(FLAGS.export_dir),
+                        export.resolve(FLAGS.fixed_export_dir))
       else:
         raise errors.UserInputError(
             'pass --workdir, or both --export_dir and --fixed_export_dir')

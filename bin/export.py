@@ -11,14 +11,13 @@ Bad input prints one line starting with 'error:' and exits with status 2.
 import os
 import sys
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from esapn_tf import errors  # noqa: E402
+from esapn_tf import startup  # noqa: E402
 
 flags.DEFINE_string('workdir', None, 'A finished bin/train.py run.')
 flags.DEFINE_string('export_dir', None,
@@ -37,6 +36,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  startup.import_tensorflow(
+      FLAGS.verbosity if FLAGS['verbosity'].present else None)
   from esapn_tf.serving import export  # pylint: disable=g-import-not-at-top
   try:
     result = export.export_run(FLAGS.workdir, FLAGS.export_dir,

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-import train  # bin/ is sys.path[0]: defines train.py's flags, sets the env
+import train  # bin/ is sys.path[0]: defines train.py's flags
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv):
   # TensorBoard's event reader logs every file it reads at INFO, and
   # TensorFlow's checkpoint saver every save.
   logging.getLogger('tensorboard').setLevel(logging.WARNING)
-  train.quiet_logs()
+  train.start_tensorflow()
   # pylint: disable=g-import-not-at-top
   from esapn_tf.comparison import isolated
   from esapn_tf.comparison import pareto

@@ -8,11 +8,12 @@ Prints a Markdown table (`esapn_tf/comparison/planted.py`).
 import os
 import sys
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+from esapn_tf import startup  # noqa: E402
 
 flags.DEFINE_float('item_budget', 0.2, "ESAPN's item memory budget.")
 flags.DEFINE_integer('seed', 0, 'Seed of the stream, split and runs.')
@@ -25,6 +26,8 @@ def main(argv):
     print(f'error: --item_budget={FLAGS.item_budget} must lie in (0, 1]',
           file=sys.stderr)
     sys.exit(2)
+  startup.import_tensorflow(
+      FLAGS.verbosity if FLAGS['verbosity'].present else None, agents=True)
   from esapn_tf.comparison import planted  # pylint: disable=g-import-not-at-top
   print(planted.table(planted.run_planted(FLAGS.item_budget, FLAGS.seed)))
 

@@ -5,25 +5,25 @@
       --workdir=runs/ml-latest-small-binary
 
 Kept short on purpose: flags -> `ExperimentConfig` -> `loop.run_experiment`.
-Bad input prints one line and exits with status 2.
+Bad input prints one line and exits with status 2, before TensorFlow is
+imported. TensorFlow's and Gym's start-up lines are kept out of the output
+(`esapn_tf/startup.py`); `ESAPN_VERBOSE=1` or `-v 1` shows them.
 """
 
 import os
 import sys
 import time
-import warnings
 
 _PROCESS_START = time.perf_counter()
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
+# No TensorFlow before the flags and the config are checked (startup.py).
 from esapn_tf import config as config_lib  # noqa: E402
 from esapn_tf import errors  # noqa: E402
+from esapn_tf import startup  # noqa: E402
 
 _D = config_lib.DataConfig()
 _M = config_lib.ModelConfig()
@@ -114,7 +114,36 @@ flags.DEFINE_float('prune_item_fraction', _S.prune_item_fraction,
 flags.DEFINE_integer('batch_size', _T.batch_size, 'Examples per step.')
 flags.DEFINE_integer('seed', _T.seed, 'Seed of split, init and sampling.')
 flags.DEFINE_string('test_mode', _T.test_mode, 'prequential or frozen.')
-flags.DEFINE_bool('jit_compile', _T.jit_compile, 'Use XLA for the steps.')
+
+
+class _BoolOrAutoParser(flags.ArgumentParser):
+  """true/false (also --flag, --noflag) or auto (None)."""
+
+  def parse(self, argument):
+    if argument is None or isinstance(argument, bool):
+      return argument
+    text = str(argument).strip().lower()
+    if text in ('auto', 'none'):
+      return None
+    if text in ('true', 't', '1', 'yes'):
+      return True
+    if text in ('false', 'f', '0', 'no'):
+      return False
+    raise ValueError(f'use true, false or auto, not {argument!r}')
+
+  def flag_type(self):
+    return 'bool or auto'
+
+
+flags.DEFINE_flag(flags.Flag(
+    _BoolOrAutoParser(), flags.ArgumentSerializer(), 'jit_compile', 'auto',
+    'XLA for the steps: auto (default: when the train part has at least '
+    '500,000 examples, where compiling pays), true (--jit_compile) or '
+    'false (--nojit_compile).', boolean=True))
+flags.DEFINE_bool('compile_cache', True,
+                  'Keep XLA\'s compiled programs in ~/.cache/esapn_tf/xla '
+                  '($ESAPN_TF_COMPILE_CACHE), so that a second run of the '
+                  'same shapes skips compiling.')
 flags.DEFINE_bool('deterministic', _T.deterministic,
                   'Also enable TensorFlow op determinism.')
 flags.DEFINE_integer('checkpoint_every', _T.checkpoint_every,
@@ -207,23 +236,25 @@ def ignored_flag_notes(method: str):
           if FLAGS[name].present and method not in methods]
 
 
-def quiet_logs() -> None:
-  """Keeps TensorFlow's INFO lines (checkpoint saving) and TF-Agents'
-  autograph SyntaxWarnings out of the progress lines."""
-  logging.set_verbosity(logging.WARNING)
-  warnings.filterwarnings('ignore', category=SyntaxWarning,
-                          module='.*__autograph_generated')
+def start_tensorflow() -> None:
+  """Imports TensorFlow quietly once the flags are checked (startup.py)."""
+  startup.import_tensorflow(
+      FLAGS.verbosity if FLAGS['verbosity'].present else None, agents=True)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  quiet_logs()
-  from esapn_tf.training import loop  # pylint: disable=g-import-not-at-top
   try:
     cfg = build_config()
     for note in ignored_flag_notes(cfg.search.method):
       print(note, file=sys.stderr)
+    # pylint: disable-next=g-import-not-at-top
+    from esapn_tf.training import compile_cache  # no TensorFlow
+    compile_cache.configure(enabled=FLAGS.compile_cache)  # before TF
+    start_tensorflow()
+    # pylint: disable-next=g-import-not-at-top
+    from esapn_tf.training import loop
     if FLAGS.export_dir:  # checked before training, not after
       from esapn_tf.serving import export  # pylint: disable=g-import-not-at-top
       export.check_export_dir(FLAGS.export_dir)

@@ -8,7 +8,7 @@ The defaults are the paper's settings (DESIGN.md §2, §3, §5).
 import dataclasses
 import json
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from esapn_tf import errors
 
@@ -215,14 +215,24 @@ class TrainConfig:
   batch_size: int = 500  # examples per step
   seed: int = 0  # split, shuffle, initialisers and the policy's sampling
   test_mode: str = 'prequential'  # test-then-train, or 'frozen' (no learning)
-  jit_compile: bool = True  # XLA for the recommender step and the scoring
+  # XLA for the step: True, False, or None = decided from the train part's
+  # length when the run starts (`trainer.resolve_jit_compile`; config.json
+  # records the choice).
+  jit_compile: Optional[bool] = None
   deterministic: bool = False  # also enable TF op determinism
   checkpoint_every: int = 500  # steps between checkpoints; 0 = only at end
   summary_every: int = 10  # steps between TensorBoard scalars
   log_every_seconds: float = 10.0  # seconds between progress lines
 
   def __post_init__(self):
-    _check_range('batch_size', self.batch_size, 1, 1_000_000)
+    if self.batch_size < 2:
+      # One example per batch trains silently wrong: BatchNorm in training
+      # mode maps it to the same vector whatever the ids (logit 0, no
+      # gradient to the embeddings), and the paired reward compares pairs.
+      _fail('batch_size', self.batch_size,
+            'use 2 or more (BatchNorm in training mode and the paired '
+            'reward need at least 2 examples per batch)')
+    _check_range('batch_size', self.batch_size, 2, 1_000_000)
     if not 0 <= self.seed < 2**32:
       _fail('seed', self.seed, 'use an integer in [0, 2**32)')
     _check_choice('test_mode', self.test_mode, TEST_MODES)
@@ -230,6 +240,9 @@ class TrainConfig:
       _fail('checkpoint_every', self.checkpoint_every,
             'use 0 (only at the end) or a number of steps')
     _check_range('summary_every', self.summary_every, 1, 1e9)
+    if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
+      _fail('jit_compile', self.jit_compile,
+            'use true, false or auto (None: decided from the stream length)')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,5 +71,18 @@ class MethodConfigTest(tf.test.TestCase):
     self.assertEqual(config.ExperimentConfig.from_dict(cfg.to_dict()), cfg)
 
 
+class TrainConfigTest(tf.test.TestCase):
+
+  def test_batch_size_below_2_is_refused(self):
+    # One example per batch: BatchNorm in training mode maps it to the same
+    # vector whatever the ids, so the model would train silently wrong.
+    for size in (1, 0, -5):
+      with self.assertRaisesRegex(
+          errors.UserInputError,
+          f'^batch_size={size} is invalid: use 2 or more'):
+        config.TrainConfig(batch_size=size)
+    self.assertEqual(config.TrainConfig(batch_size=2).batch_size, 2)
+
+
 if __name__ == '__main__':
   tf.test.main()

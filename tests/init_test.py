@@ -27,6 +27,39 @@ class KerasGuardTest(tf.test.TestCase):
     self.assertIn('TF_USE_LEGACY_KERAS=1', proc.stderr)
     self.assertIn('requires Keras 2', proc.stderr)
 
+  def test_accepts_tensorflow_imported_first(self):
+    # TensorFlow reads TF_USE_LEGACY_KERAS when tf.keras is first used, and
+    # TF-Agents imports `tensorflow.keras` as a module: both must be tf_keras.
+    proc = _run('import sys; import tensorflow as tf; import esapn_tf; '
+                'from esapn_tf.models import recommender; '
+                'from esapn_tf.search import agent; '
+                'print(tf.keras.__name__, tf.keras.__file__); '
+                "print(sys.modules['tensorflow.keras'].__file__)",
+                legacy=None)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    lines = proc.stdout.splitlines()
+    self.assertLen(lines, 2)
+    self.assertIn(os.path.join('tf_keras', 'api'), lines[0])
+    self.assertIn(os.path.join('tf_keras', 'api'), lines[1])
+
+  def test_refuses_tf_keras_already_bound_to_keras_3(self):
+    proc = _run('import tensorflow as tf; tf.keras.layers; import esapn_tf',
+                legacy=None)
+    self.assertNotEqual(proc.returncode, 0)
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertStartsWith(last, 'ImportError: esapn_tf requires Keras 2')
+    self.assertIn('already used as Keras 3', last)
+    self.assertIn('TF_USE_LEGACY_KERAS=1', last)
+
+  def test_package_and_config_do_not_import_tensorflow(self):
+    # bin/ scripts check flags and the config before TensorFlow loads.
+    proc = _run('import sys; import esapn_tf; '
+                'from esapn_tf import config, errors, startup; '
+                "config.ExperimentConfig(); print('tensorflow' in sys.modules)",
+                legacy=None)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(proc.stdout.strip(), 'False')
+
   def test_sets_legacy_keras_when_imported_first(self):
     proc = _run('import esapn_tf, tensorflow as tf; '
                 'print(tf.keras.__name__)', legacy=None)

@@ -169,6 +169,10 @@ def main(argv: List[str]) -> int:
   """Child entry point: `<config.json> <workdir> [--verbose] [--restart]`."""
   # pylint: disable=g-import-not-at-top
   _stop_with_parent()
+  from esapn_tf import startup
+  from esapn_tf.training import compile_cache
+  compile_cache.configure()  # before TensorFlow, as bin/train.py does
+  startup.import_tensorflow(agents=True)  # quiet: the parent shows stderr
   from esapn_tf.training import loop
   args = [a for a in argv if not a.startswith('--')]
   if len(args) != 2:

@@ -46,6 +46,60 @@ EXPECTED = {
     'timestamp': 'an integer timestamp (seconds since 1970) within int64',
 }
 
+# Byte-order marks of encodings the reader cannot parse -> their names.
+# UTF-32 LE before UTF-16 LE: its mark starts with UTF-16 LE's.
+FOREIGN_BOMS = (
+    (b'\xff\xfe\x00\x00', 'UTF-32'),
+    (b'\x00\x00\xfe\xff', 'UTF-32'),
+    (b'\xff\xfe', 'UTF-16'),
+    (b'\xfe\xff', 'UTF-16'),
+)
+
+
+def check_text(head: bytes, source: str) -> None:
+  """Refuses a file that is not UTF-8 (or ASCII, or Latin-1) text.
+
+  UTF-16 or UTF-32 (with or without a byte-order mark) and binary data (any
+  NUL byte: text never holds one) are refused. Other bytes that are not
+  UTF-8, such as the Latin-1 letters of a tag column, are left to the
+  parser: numeric columns are plain ASCII in every encoding, and an error
+  that quotes such a byte shows it as `\\xNN`.
+
+  Args:
+    head: the file's first bytes (64 KiB are plenty).
+    source: the path used in messages.
+
+  Raises:
+    errors.DataError: one line naming `source`, what the bytes look like and
+      how to convert them, e.g. "... is not UTF-8 text (looks like UTF-16:
+      it starts with a UTF-16 byte-order mark); expected UTF-8 text: convert
+      it with iconv -f UTF-16 -t UTF-8".
+  """
+  encoding, why = None, ''
+  for mark, name in FOREIGN_BOMS:
+    if head.startswith(mark):
+      encoding, why = name, f'it starts with a {name} byte-order mark'
+      break
+  nul = head.find(b'\x00')
+  if encoding is None and nul >= 0:
+    buf = np.frombuffer(head[:len(head) // 2 * 2], np.uint8).reshape(-1, 2)
+    zero = (buf == 0).mean(axis=0) if buf.size else np.zeros(2)
+    # ASCII text in UTF-16: every other byte is NUL.
+    if zero[1] > 0.9 and zero[0] < 0.1:
+      encoding, why = 'UTF-16LE', 'every other byte is NUL'
+    elif zero[0] > 0.9 and zero[1] < 0.1:
+      encoding, why = 'UTF-16BE', 'every other byte is NUL'
+  if encoding is not None:
+    raise errors.DataError(
+        f'{source} is not UTF-8 text (looks like {encoding}: {why}); '
+        f'expected UTF-8 text: convert it with iconv -f {encoding} -t UTF-8')
+  if nul >= 0:
+    line = 1 + len(LINE_BREAK.findall(head[:nul]))
+    raise errors.DataError(
+        f'{source} is not UTF-8 text (binary data: a NUL byte at byte '
+        f'{nul:,}, line {line}); expected a ratings text file; {FIX}')
+
+
 class Format:
   """The layout of one ratings file format.
 
@@ -116,7 +170,8 @@ def locate(data: bytes, parse_data: bytes, fmt: Format, source: str,
     error = None
   if error:
     return error
-  message = str(cause).splitlines()[0]
+  # pyarrow's message may quote the raw row: escaped and cut like a line.
+  message = errors.escape((str(cause).splitlines() or [''])[0], 160)
   return errors.DataError(f'{source} cannot be parsed ({message}); {FIX}')
 
 
@@ -147,7 +202,8 @@ def first_bad_line(data: bytes, parse_data: bytes, fmt: Format,
     skipped = (first_skipped[0][0] - 1 - fmt.has_header if first_skipped
                else seen + batch.num_rows)  # As a 0-based data row.
     for row in candidates(batch.slice(0, skipped - seen)):
-      values = {c: batch.column(c)[row].as_py().decode('utf-8', 'replace')
+      values = {c: batch.column(c)[row].as_py().decode('utf-8',
+                                                      'surrogateescape')
                 for c in COLUMNS}
       number = lines.number(seen + row + fmt.has_header)
       text = lines.text(number)
@@ -161,9 +217,9 @@ def first_bad_line(data: bytes, parse_data: bytes, fmt: Format,
     if skipped <= seen + batch.num_rows and first_skipped:
       number = lines.number(first_skipped[0][0] - 1)
       return errors.DataError(
-          f'{source} line {number} ({clip(lines.text(number))}): found '
-          f'{first_skipped[0][1]} field(s); expected {len(fmt.names)} '
-          f'({fmt.delimiter.join(fmt.names)})')
+          f'{source} line {number} ({errors.quote(lines.text(number))}): '
+          f'found {first_skipped[0][1]} field(s); expected {len(fmt.names)} '
+          f'({errors.escape(fmt.delimiter.join(fmt.names))})')
     seen += batch.num_rows
   return None
 
@@ -200,22 +256,25 @@ def field_problem(column: str, value: str | None) -> str | None:
     try:
       stars = float(text)
     except ValueError:
-      return f'column rating holds a non-numeric value {text!r}'
+      return ('column rating holds a non-numeric value '
+              f'{errors.quote(text, 40)}')
     if math.isnan(stars):
-      return f'column rating holds {text!r}, not a number'
+      return f'column rating holds {errors.quote(text, 40)}, not a number'
     if not ratings.MIN_RATING <= stars <= ratings.MAX_RATING:
       return (f'rating {stars} is outside {ratings.MIN_RATING}..'
               f'{ratings.MAX_RATING:g}')
     return None
   if INTEGER.fullmatch(text):
     if not -2**63 <= int(text) < 2**63:
-      return f'column {column} holds {text}, beyond the int64 range'
+      return (f'column {column} holds {errors.escape(text, 40)}, beyond the '
+              'int64 range')
     if column != 'timestamp' and int(text) < 0:
       return f'column {column} holds {text}, a negative id'
     return None
   if NUMBER.fullmatch(text):
-    return f'column {column} holds a value that is not an integer, {text!r}'
-  return f'column {column} holds a non-numeric value {text!r}'
+    return (f'column {column} holds a value that is not an integer, '
+            f'{errors.quote(text, 40)}')
+  return f'column {column} holds a non-numeric value {errors.quote(text, 40)}'
 
 
 def line_error(source: str, number: int, text: str,
@@ -224,10 +283,10 @@ def line_error(source: str, number: int, text: str,
   for column in COLUMNS:
     problem = field_problem(column, values.get(column))
     if problem:
-      return (f'{source} line {number} ({clip(text)}): {problem}; expected '
-              f'{EXPECTED[column]}')
-  return (f'{source} line {number} ({clip(text)}) cannot be read; expected '
-          f'{fmt.layout}')
+      return (f'{source} line {number} ({errors.quote(text)}): {problem}; '
+              f'expected {EXPECTED[column]}')
+  return (f'{source} line {number} ({errors.quote(text)}) cannot be read; '
+          f'expected {fmt.layout}')
 
 
 class Lines:
@@ -260,15 +319,16 @@ class Lines:
     return int(self._non_blank[index]) + 1
 
   def text(self, number: int) -> str:
-    """Line `number` (1-based) without its line ending."""
+    """Line `number` (1-based) without its line ending.
+
+    Bytes that are not UTF-8 (a Latin-1 letter, binary data) are kept as the
+    lone surrogates of 'surrogateescape', which `errors.quote` shows as
+    `\\xNN`.
+    """
     return self._data[self._starts[number - 1]:self._stops[number - 1]].decode(
-        'utf-8', 'replace')
+        'utf-8', 'surrogateescape')
 
 
 def split(line: str, delimiter: str) -> list[str]:
+  """The fields of `line`, stripped of spaces and double quotes."""
   return [f.strip().strip('"').strip() for f in line.split(delimiter)]
-
-
-def clip(text: str, width: int = 60) -> str:
-  """`text` quoted on one line, cut to `width` characters."""
-  return repr(text if len(text) <= width else text[:width] + '...')

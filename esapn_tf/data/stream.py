@@ -212,20 +212,29 @@ def make_dataset(s: Stream, start: int, stop: int,
   Built from the numpy arrays already cut into batches, so the pipeline does
   no per-example work: 20M examples start in well under a second.
 
+  Batches start every `batch_size` examples from `start` (`batch_bounds`).
+  The last one may be smaller but never holds a single example: when
+  (stop - start) % batch_size == 1, that example joins the batch before it
+  (batch_size + 1 examples); none is skipped. BatchNorm in training mode maps
+  a batch of one to the same vector whatever the input: a logit of 0, no
+  gradient to the embeddings, the moving variance falling towards 0.
+
   Args:
     s: the stream.
     start: the first example, e.g. 0 for the train part.
     stop: one past the last example, e.g. s.num_train.
-    batch_size: examples per batch; the last batch may be smaller.
+    batch_size: examples per batch.
 
   Returns:
     A dataset of dicts: 'user' int32 [b], 'item' int32 [b], 'label' float32
     [b] (binary) or int32 [b] (multiclass), 'user_frequency' int32 [b],
-    'item_frequency' int32 [b]; prefetched.
+    'item_frequency' int32 [b]; b is batch_size, except in the last batch
+    (2 <= b < batch_size, or b = batch_size + 1); prefetched.
 
   Raises:
-    errors.UserInputError: not 0 <= start <= stop <= num_examples, or
-      batch_size < 1.
+    errors.UserInputError: not 0 <= start <= stop <= num_examples;
+      batch_size < 1; or [start, stop) holds exactly one example while
+      batch_size > 1 (there is no batch to merge it into).
   """
   if not 0 <= start <= stop <= s.num_examples:
     raise errors.UserInputError(
@@ -233,6 +242,12 @@ def make_dataset(s: Stream, start: int, stop: int,
         f'{s.num_examples} examples')
   if batch_size < 1:
     raise errors.UserInputError(f'batch_size is {batch_size}; it must be >= 1')
+  if stop - start == 1 and batch_size > 1:
+    raise errors.UserInputError(
+        f'examples [{start}, {stop}) of the stream of {s.num_examples} hold a '
+        'single example, and BatchNorm cannot learn from a batch of one; '
+        'expected at least 2 examples in each part: use more data or '
+        'another --train_fraction')
   columns = {
       'user': s.user,
       'item': s.item,
@@ -240,7 +255,8 @@ def make_dataset(s: Stream, start: int, stop: int,
       'user_frequency': s.user_frequency,
       'item_frequency': s.item_frequency,
   }
-  num_full = (stop - start) // batch_size
+  bounds = batch_bounds(start, stop, batch_size)
+  num_full = int(np.sum(np.diff(bounds) == batch_size))
   middle = start + num_full * batch_size
   full = tf.data.Dataset.from_tensor_slices(
       {k: v[start:middle].reshape(num_full, batch_size)
@@ -250,6 +266,54 @@ def make_dataset(s: Stream, start: int, stop: int,
         {k: v[middle:stop] for k, v in columns.items()})
     full = full.concatenate(rest)
   return full.prefetch(tf.data.AUTOTUNE)
+
+
+def batch_bounds(start: int, stop: int, batch_size: int) -> np.ndarray:
+  """Where `make_dataset` cuts the examples [start, stop) into batches.
+
+  Args:
+    start: the first example.
+    stop: one past the last example.
+    batch_size: examples per batch, >= 1.
+
+  Returns:
+    int64 [num_batches + 1], ascending, from `start` to `stop` ([start]
+    when the range is empty): batch i holds the examples [bounds[i],
+    bounds[i + 1]). A last batch of one example (when batch_size > 1)
+    joins the one before it.
+  """
+  bounds = np.arange(start, stop, batch_size, dtype=np.int64)
+  if batch_size > 1 and bounds.shape[0] > 1 and stop - bounds[-1] == 1:
+    bounds = bounds[:-1]
+  return np.append(bounds, np.int64(stop))
+
+
+def batch_start(part_start: int, part_stop: int, position: int,
+                batch_size: int) -> int:
+  """The first example of the part's batch that ends at `position`.
+
+  Args:
+    part_start: the part's first example (0, or num_train for the test
+      part).
+    part_stop: one past the part's last example.
+    position: a batch boundary of the part, part_start < position <=
+      part_stop.
+    batch_size: examples per batch.
+
+  Returns:
+    The start of that batch, as `batch_bounds(part_start, part_stop,
+    batch_size)` cuts the part.
+
+  Raises:
+    errors.UserInputError: `position` is not the end of a batch of the part.
+  """
+  bounds = batch_bounds(part_start, part_stop, batch_size)
+  index = int(np.searchsorted(bounds, position))
+  if not 0 < index < bounds.shape[0] or bounds[index] != position:
+    raise errors.UserInputError(
+        f'example {position} does not end a batch of [{part_start}, '
+        f'{part_stop}) in batches of {batch_size}')
+  return int(bounds[index - 1])
 
 
 def load_ratings(dataset: str,

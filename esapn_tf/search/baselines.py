@@ -19,37 +19,34 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf.search import agent as agent_lib
+from esapn_tf.search import groups
 
 
-def last_copies(ids: tf.Tensor, frequency: tf.Tensor,
-                num_ids: int) -> tf.Tensor:
+def last_copies(ids: tf.Tensor, frequency: tf.Tensor) -> tf.Tensor:
   """bool `[batch]`: True at each id's last copy in the batch.
 
   Running frequencies grow by one per occurrence, so the last copy is the
-  one with the largest frequency.
+  one with the largest frequency. Sized by the batch (`groups.py`).
   """
-  frequency = tf.cast(frequency, tf.int32)
-  high = tf.math.unsorted_segment_max(frequency, ids, num_ids)
-  return tf.equal(frequency, tf.gather(high, ids))
+  return groups.last_copies(ids, frequency)
 
 
-def per_id_value(ids: tf.Tensor, mask: tf.Tensor, values: tf.Tensor,
-                 num_ids: int) -> tf.Tensor:
+def per_id_value(ids: tf.Tensor, mask: tf.Tensor,
+                 values: tf.Tensor) -> tf.Tensor:
   """Gives every copy of an id the value of its copy where `mask` is True.
+
+  Sized by the batch (`groups.value_at`).
 
   Args:
     ids: int32 `[batch]` rows.
     mask: bool `[batch]`, True at exactly one copy of each id.
     values: `[batch, ...]` float32 or int32.
-    num_ids: rows of the table the ids index.
 
   Returns:
     `values`' dtype and shape: the masked copy's value on every copy, so
     that scatters of it do not depend on scatter order.
   """
-  shape = [-1] + [1] * (values.shape.rank - 1)
-  chosen = tf.where(tf.reshape(mask, shape), values, tf.zeros_like(values))
-  return tf.gather(tf.math.unsorted_segment_sum(chosen, ids, num_ids), ids)
+  return groups.value_at(mask, values, ids)
 
 
 class DartsWeights(tf.Module):
@@ -127,10 +124,9 @@ class AutoEmbController(tf.Module):
   def remember(self, ids: tf.Tensor, frequency: tf.Tensor,
                weights: tf.Tensor) -> None:
     """Stores each id's weights at its last copy as its current weights."""
-    last = last_copies(ids, frequency, self.num_ids)
+    last = last_copies(ids, frequency)
     self.current.scatter_nd_update(
-        tf.expand_dims(ids, -1),
-        per_id_value(ids, last, weights, self.num_ids))
+        tf.expand_dims(ids, -1), per_id_value(ids, last, weights))
 
 
 def mde_size_indices(train_counts: np.ndarray, candidate_sizes: Sequence[int],

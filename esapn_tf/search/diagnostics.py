@@ -67,6 +67,30 @@ class PolicyDiagnostics(tf.Module):
             'size_index': tf.constant(g % self.num_sizes, tf.int32)}
 
 
+def size_histogram(name: str, counts: tf.Tensor, step) -> None:
+  """Writes a TensorBoard histogram of ids per size index from counts.
+
+  The same plot as `tf.summary.histogram(name, size_index)`, one bucket
+  per size index `k` (`[k - 0.5, k + 0.5)`), but built from the running
+  counts (`size_counts.SizeCounts`), so its cost does not grow with the
+  id count. The tensor is the histogram plugin's `[k, 3]` float64 (left
+  edge, right edge, count).
+
+  Args:
+    name: the summary's tag, e.g. 'embedding/user_size_index'.
+    counts: int `[n]` ids per size index.
+    step: int64 step.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from tensorboard.plugins.histogram import metadata
+  counts = tf.cast(counts, tf.float64)
+  k = tf.range(tf.shape(counts)[0], dtype=tf.float64)
+  tf.summary.write(
+      tag=name, tensor=tf.stack([k - 0.5, k + 0.5, counts], -1), step=step,
+      metadata=metadata.create_summary_metadata(display_name=None,
+                                                description=None))
+
+
 def enlarge_probability(agent, observation) -> tf.Tensor:
   """float32 `[k]`: the collect policy's P(enlarge) at the observations."""
   dist = agent.collect_policy.distribution(

@@ -37,6 +37,8 @@ from tf_agents.trajectories import time_step as ts
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
+from esapn_tf.search import groups
+from esapn_tf.search import size_counts
 
 SIDES = ('user', 'item')
 Batch = Dict[str, tf.Tensor]
@@ -99,6 +101,8 @@ class SearchCore(tf.Module):
             trainable=False, name=f'{side}_pending_size')
         for side in SIDES
     }
+    # Ids per size, kept by the step (the summaries read these).
+    self.size_counts = size_counts.SizeCounts(self.embeddings)
     self.tentative_loss = tf.function(self._tentative_loss,
                                       jit_compile=jit_compile)
     self.tables = [self.embeddings[side].table_variable for side in SIDES]
@@ -150,8 +154,7 @@ class SearchCore(tf.Module):
     t = self.history_length
     num_ids = self.embeddings[side].num_ids
     frequency = tf.cast(frequency, tf.int32)
-    last = tf.math.unsorted_segment_max(frequency, ids, num_ids)
-    last_of_id = tf.gather(last, ids)
+    last_of_id = groups.max_per_key(frequency, ids)
     keep = frequency > last_of_id - t
     rows = tf.where(keep, ids, num_ids)
     slots = tf.math.floormod(frequency - 1, t)
@@ -165,14 +168,12 @@ class SearchCore(tf.Module):
     """bool `[batch]` (first, last): each id's first and last copy in a batch.
 
     Running frequencies grow by one per occurrence, so the copy with the
-    smallest (largest) frequency is the first (last).
+    smallest (largest) frequency is the first (last). Sized by the batch
+    (`groups.py`).
     """
-    num_ids = self.embeddings[side].num_ids
-    frequency = tf.cast(frequency, tf.int32)
-    low = tf.math.unsorted_segment_min(frequency, ids, num_ids)
-    high = tf.math.unsorted_segment_max(frequency, ids, num_ids)
-    return (tf.equal(frequency, tf.gather(low, ids)),
-            tf.equal(frequency, tf.gather(high, ids)))
+    del side  # the same for both sides
+    return (groups.first_copies(ids, frequency),
+            groups.last_copies(ids, frequency))
 
   def pending_experience(self, side: str, batch: Batch, losses: tf.Tensor,
                          baseline: tf.Tensor):
@@ -277,10 +278,15 @@ class SearchCore(tf.Module):
     # An enlarged row is a new table's row: Adam starts it afresh.
     adam = (self.optimizer if isinstance(self.optimizer, lazy_adam.LazyAdam)
             else None)
+    before = {side: tf.gather(self.embeddings[side].size_index, batch[side])
+              for side in SIDES}
     user_enlarged = self.model.user_embedding.enlarge(batch['user'],
                                                       user_enlarge, adam)
     item_enlarged = self.model.item_embedding.enlarge(batch['item'],
                                                       item_enlarge, adam)
+    for side, enlarged in (('user', user_enlarged), ('item', item_enlarged)):
+      self.size_counts.move(side, batch[side], before[side],
+                            before[side] + tf.cast(enlarged, tf.int32))
     with tf.GradientTape() as tape:
       logits = self.model(batch, training=True)
       losses = recommender.per_example_loss(self.task, batch['label'], logits)
@@ -350,14 +356,21 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     embeddings[side].apply_gradients(optimizer, grad, batch[side])
 
 
-def any_per_id(ids: tf.Tensor, flags: tf.Tensor, num_ids: int) -> tf.Tensor:
+def any_per_id(ids: tf.Tensor, flags: tf.Tensor,
+               num_ids: Optional[int] = None) -> tf.Tensor:
   """bool `[batch]`: True where any example of the same id has its flag.
 
   Used so that every copy of an id in a batch agrees on one decision.
+  Sized by the batch (`groups.any_per_key`), not by the id count.
+
+  Args:
+    ids: int `[batch]` rows.
+    flags: bool `[batch]`.
+    num_ids: unused; accepted for callers written when the op was sized by
+      the id count.
   """
-  per_id = tf.math.unsorted_segment_max(tf.cast(flags, tf.int32), ids,
-                                        num_ids)
-  return tf.gather(per_id, ids) > 0
+  del num_ids
+  return groups.any_per_key(flags, ids)
 
 
 class EmbeddingSizeEnvironment(py_environment.PyEnvironment):
@@ -426,9 +439,56 @@ class EmbeddingSizeEnvironment(py_environment.PyEnvironment):
                       reward_spec=self.reward_spec())
 
   def _step(self, action):
+    """Scores the batch under `action` and ends the episode.
+
+    (`step` on an ended episode resets instead and ignores its action, as
+    every TF-Agents environment with auto-reset does.)
+
+    Raises:
+      ValueError: naming the side and the bad value, for an action that is
+        not `{'user': ..., 'item': ...}` with one integer in {0, 1} per
+        example of the batch (`validate_action`).
+    """
+    validate_action(action, self._action_spec, self._batch_size)
     actions = {side: tf.convert_to_tensor(action[side], tf.int32)
                for side in SIDES}
     rewards, _ = self._core.rewards(self._batch, actions)
     reward = np.stack([rewards['user'].numpy(), rewards['item'].numpy()],
                       -1).astype(np.float32)
     return ts.termination(self._observation(), reward)
+
+
+def validate_action(action, action_spec, batch_size: int) -> None:
+  """Checks a batched action against `{side: BoundedArraySpec(())}`.
+
+  Args:
+    action: `{'user': int [batch_size], 'item': int [batch_size]}`.
+    action_spec: the environment's action spec (one scalar spec per side).
+    batch_size: examples per batch (one action per example and side).
+
+  Raises:
+    ValueError: for a missing side, a wrong length, a non-integer dtype, or
+      a value outside the spec's bounds; the message names the side and the
+      bad value.
+  """
+  if not isinstance(action, dict) or set(action) != set(action_spec):
+    got = sorted(action) if isinstance(action, dict) else type(action).__name__
+    raise ValueError(f'the action must be a dict with keys '
+                     f'{sorted(action_spec)} (one array per side), got {got}.')
+  for side in sorted(action_spec):
+    spec, values = action_spec[side], np.asarray(action[side])
+    if values.shape != (batch_size,):
+      raise ValueError(
+          f'the {side} action has shape {values.shape}; it must be '
+          f'({batch_size},), one action per example of the batch.')
+    if values.dtype != np.bool_ and not np.issubdtype(values.dtype,
+                                                      np.integer):
+      raise ValueError(f'the {side} action has dtype {values.dtype}; it '
+                       f'must hold integers ({spec.dtype}).')
+    bad = (values < spec.minimum) | (values > spec.maximum)
+    if np.any(bad):
+      i = int(np.argmax(bad))
+      raise ValueError(
+          f'the {side} action holds {values[i]} at example {i}; actions lie '
+          f'in [{spec.minimum}, {spec.maximum}] (0 keeps the size, 1 '
+          'enlarges).')

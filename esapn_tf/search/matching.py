@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
+from esapn_tf.data import stream
 from esapn_tf.search import baselines
 
 # Bisection on `p` stops once the expected ratio is this close to the target.
@@ -92,9 +93,8 @@ def decisions_per_id(ids: np.ndarray, num_ids: int, num_train: int,
 
   Batches of `batch_size` examples start at example 0 and again at
   `num_train` (the first test batch starts at `num_train`; the last batch
-  of each part may be smaller), so example `i` lies in batch
-  `i // batch_size` if `i < num_train`, else in
-  `ceil(num_train / batch_size) + (i - num_train) // batch_size`.
+  of each part may be smaller, and a last example alone joins the batch
+  before it: `stream.batch_bounds`).
   An id appearing several times in one batch counts once there (one growth
   decision per id per batch).
 
@@ -136,15 +136,21 @@ def decisions_per_id(ids: np.ndarray, num_ids: int, num_train: int,
   if low < 0 or high >= num_ids:
     raise ValueError(f'ids must lie in [0, {num_ids}), got values in '
                      f'[{low}, {high}].')
-  train_batches = -(-num_train // batch_size)
-  test_batches = -(-(num_examples - num_train) // batch_size)
+  # Batches as `stream.make_dataset` cuts each part (a last example alone
+  # joins the batch before it, hence the `minimum`s below).
+  train_batches = stream.batch_bounds(0, num_train, batch_size).size - 1
+  test_batches = stream.batch_bounds(num_train, num_examples,
+                                     batch_size).size - 1
   num_batches = train_batches + test_batches
   if num_ids * num_batches >= 2**62:
     raise ValueError(f'num_ids * batches = {num_ids} * {num_batches} '
                      'overflows the int64 (id, batch) key.')
   position = np.arange(stop, dtype=np.int64)
-  batch = np.where(position < num_train, position // batch_size,
-                   train_batches + (position - num_train) // batch_size)
+  batch = np.where(
+      position < num_train,
+      np.minimum(position // batch_size, train_batches - 1),
+      train_batches + np.minimum((position - num_train) // batch_size,
+                                 test_batches - 1))
   # One key per (id, batch) pair; sorted, a new pair starts wherever the key
   # changes.
   key = ids[:stop].astype(np.int64) * num_batches + batch

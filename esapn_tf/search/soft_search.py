@@ -24,6 +24,7 @@ from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import baselines
 from esapn_tf.search import environment
+from esapn_tf.search import size_counts
 
 SIDES = ('user', 'item')
 Batch = Dict[str, tf.Tensor]
@@ -76,6 +77,8 @@ class SoftSearchCore(tf.Module):
         name='architecture_adam')
     self.tables = [self.embeddings[side].table_variable for side in SIDES]
     self.dense_variables = environment.dense_variables(model, self.tables)
+    # Ids per hard size, kept by the step (the summaries read these).
+    self.size_counts = size_counts.SizeCounts(self.embeddings)
     self.architecture_step = tf.function(self._architecture_step,
                                          jit_compile=jit_compile)
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
@@ -122,11 +125,12 @@ class SoftSearchCore(tf.Module):
       ids, frequency = batch[side], batch[f'{side}_frequency']
       self.selectors[side].remember(ids, frequency, weights[side])
       emb = self.embeddings[side]
-      last = baselines.last_copies(ids, frequency, emb.num_ids)
-      hard = tf.argmax(weights[side], -1, output_type=tf.int32)
-      emb.size_index.scatter_nd_update(
-          tf.expand_dims(ids, -1),
-          baselines.per_id_value(ids, last, hard, emb.num_ids))
+      last = baselines.last_copies(ids, frequency)
+      hard = baselines.per_id_value(
+          ids, last, tf.argmax(weights[side], -1, output_type=tf.int32))
+      before = tf.gather(emb.size_index, ids)
+      emb.size_index.scatter_nd_update(tf.expand_dims(ids, -1), hard)
+      self.size_counts.move(side, ids, before, hard)
     return {
         'loss': losses,
         'correct': recommender.per_example_correct(self.task, batch['label'],

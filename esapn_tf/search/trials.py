@@ -32,17 +32,19 @@ Shadow rows live in a pool of `capacity = min(num_ids, trial_slots)` slots
 per side; id `i` may use slot `i mod capacity` when it is free (or its
 owner's trial is older than `trial_timeout_steps`, which then ends without a
 reward). An extra last row is a sink for scatters that must be dropped (XLA
-scatters cannot skip entries). Every op here is sized by the batch or by
-the pool, never by the id count.
+scatters cannot skip entries). Every op here is sized by the batch, never
+by the id count or the pool (per-slot reductions use `groups.py`); the
+pool's rows are read and written by index.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 
 from esapn_tf.layers import embedding as embedding_lib
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
+from esapn_tf.search import groups
 
 SIDES = ('user', 'item')
 
@@ -194,23 +196,26 @@ def train_shadows(model, pools: Dict[str, TrialPool], batch,
                                    tf.gather(pool.updates, slot) + 1)
 
 
-def per_slot_any(flags: tf.Tensor, slot: tf.Tensor, size: int) -> tf.Tensor:
-  """bool `[batch]`: True where any example with the same slot is flagged."""
-  any_flag = tf.math.unsorted_segment_max(tf.cast(flags, tf.int32), slot,
-                                          size)
-  return tf.gather(any_flag, slot) > 0
+def per_slot_any(flags: tf.Tensor, slot: tf.Tensor,
+                 size: Optional[int] = None) -> tf.Tensor:
+  """bool `[batch]`: True where any example with the same slot is flagged.
+
+  Sized by the batch (`groups.py`); `size` (the pool's rows) is unused.
+  """
+  del size
+  return groups.any_per_key(flags, slot)
 
 
 def last_in_slot(frequency: tf.Tensor, slot: tf.Tensor,
-                 size: int) -> tf.Tensor:
+                 size: Optional[int] = None) -> tf.Tensor:
   """bool `[batch]`: each slot's example with the largest running frequency.
 
   Ids under trial own one slot each, so this is the id's last copy in the
-  batch (running frequencies grow by one per occurrence).
+  batch (running frequencies grow by one per occurrence). Sized by the
+  batch (`groups.py`); `size` (the pool's rows) is unused.
   """
-  frequency = tf.cast(frequency, tf.int32)
-  top = tf.math.unsorted_segment_max(frequency, slot, size)
-  return tf.equal(frequency, tf.gather(top, slot))
+  del size
+  return groups.last_copies(slot, frequency)
 
 
 def adopt(pool: TrialPool, optimizer: lazy_adam.LazyAdam,
@@ -274,9 +279,8 @@ def start(pool: TrialPool, shadow_optimizer: lazy_adam.LazyAdam,
       tf.logical_and(tf.not_equal(owner, ids),
                      tf.logical_or(owner < 0, expired)),
       size < layer.num_sizes - 1)
-  winner = tf.math.unsorted_segment_max(tf.where(candidate, ids, -1), slot,
-                                        pool.capacity + 1)
-  won = tf.logical_and(candidate, tf.equal(tf.gather(winner, slot), ids))
+  winner = groups.max_per_key(tf.where(candidate, ids, -1), slot)
+  won = tf.logical_and(candidate, tf.equal(winner, ids))
   target = tf.expand_dims(tf.where(won, slot, pool.sink), -1)
   n = tf.shape(ids)[:1]
   pool.owner.scatter_nd_update(target, tf.where(won, ids, -1))

@@ -9,4 +9,6 @@
   layout, with warm-up requests.
 * `serving.report`: `export_report.json`, the bytes on disk against the
   FIXED-128 reference and the memory table.
+* `serving.rest`: TF Serving's REST predict API answered in-process from a
+  loaded export (`bin/serving_example.py`).
 """

@@ -71,12 +71,33 @@ def versions(export_dir: str):
                 os.path.isdir(os.path.join(export_dir, n)))
 
 
+def resolve(path: str) -> str:
+  """A SavedModel folder: `path` itself or its latest integer version.
+
+  Raises:
+    errors.UserInputError: `path` is neither a SavedModel nor a folder of
+      versions.
+  """
+  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    return path
+  found = versions(path)
+  if not found:
+    raise errors.UserInputError(
+        f'{path!r} is neither a SavedModel nor a folder of versions; pass an '
+        'export from bin/export.py')
+  return os.path.join(path, str(found[-1]))
+
+
 def write_warmup_requests(path: str, user_ids: np.ndarray,
                           movie_ids: np.ndarray, model_name: str) -> int:
   """Writes TF Serving warm-up records (`PredictionLog` in a TFRecord file).
 
   Records: `serving_default` with one pair, with a batch of pairs (and an
-  unknown pair), and `predict_ranked` for the first user over the movies.
+  unknown pair), and `predict_ranked` for two users over 100 movies. Every
+  input has the batch as its first dimension, the same in all inputs of a
+  record, so that the file also warms up a server run with
+  `--enable_batching` (which refuses scalar inputs and unequal first
+  dimensions, and fails the model's load when a warm-up request fails).
 
   Args:
     path: the file, normally `<version>/assets.extra/tf_serving_warmup_requests`.
@@ -105,7 +126,8 @@ def write_warmup_requests(path: str, user_ids: np.ndarray,
               {'user_id': np.append(users, np.int64(-1)),
                'movie_id': np.append(movies, np.int64(-1))}),
       request(module_lib.PREDICT_RANKED,
-              {'user_id': users[0], 'movie_ids': movies}),
+              {'user_id': users[:2],
+               'movie_ids': np.stack([movies, movies[::-1]])}),
   ]
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with tf.io.TFRecordWriter(path) as writer:

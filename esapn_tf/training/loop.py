@@ -34,6 +34,7 @@ from esapn_tf import errors
 from esapn_tf import files
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.search import diagnostics as diagnostics_lib
+from esapn_tf.training import compile_cache
 from esapn_tf.training import outputs
 from esapn_tf.training import trainer as trainer_lib
 from esapn_tf.training import workdir as workdir_lib
@@ -46,8 +47,12 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
 
   Writes, in `workdir`: `config.json` (first), TensorBoard event files under
   `events/`, `per_frequency.csv`, checkpoints under `checkpoints/` (every
-  `checkpoint_every` steps and at the end) and `results.json` (DESIGN.md §5
-  metrics and memory table).
+  `checkpoint_every` steps and at the end), `results.json` (DESIGN.md §5
+  metrics and memory table) and then, for a policy, `policy_heatmap.png`.
+  `cfg.train.jit_compile=None` (auto) is decided from the train part's length
+  first (`trainer.resolve_jit_compile`); config.json and results.json record
+  the choice. After results.json, the XLA programs the run compiled are
+  listed as trusted in the compilation cache (`compile_cache.record`).
 
   A workdir holding an interrupted run (a checkpoint, no results.json) is
   resumed from its latest checkpoint, exactly: the same results as an
@@ -95,6 +100,16 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         f'the {part} part is empty ({s.num_examples} examples, '
         f'train_fraction={d.train_fraction}); use more data or another '
         '--train_fraction')
+  if cfg.train.batch_size > 1 and 1 in (s.num_train, s.num_test):
+    # One example cannot make a batch (BatchNorm in training mode) and has
+    # no batch before it to merge into (`stream.batch_bounds`).
+    part = 'train' if s.num_train == 1 else 'test'
+    raise errors.UserInputError(
+        f'the {part} part holds a single example ({s.num_examples} examples, '
+        f'train_fraction={d.train_fraction}); use more data or another '
+        '--train_fraction')
+  # --jit_compile=auto decided now, so that config.json records the choice.
+  cfg = trainer_lib.resolve_jit_compile(cfg, s.num_train)
   files.make_folder(workdir)
   with files.WorkdirLock(workdir) as lock:
     if lock.took_over_from is not None and verbose:
@@ -206,14 +221,23 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       'memory_budget': cfg.search.memory_budget,
       'num_users': s.num_users,
       'num_items': s.num_items,
+      # Whole train part, compilation included; and the steady state (the
+      # progress line's rate: every step after the first; None if resumed
+      # after the train part or it had one step).
       'train_examples_per_second': metrics['train_examples_per_second'],
+      'train_examples_per_second_steady': progress.steady_rate('train'),
+      'jit_compile': cfg.train.jit_compile,  # as decided (auto: by length)
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed': resume,
   }
+  files.atomic_write_json(os.path.join(workdir, 'results.json'), results)
+  # The XLA programs this run compiled are now trusted by the next runs.
+  compile_cache.record()
+  if verbose:
+    print(outputs.results_table(results, progress.steady_rate('train')),
+          flush=True)
   if results['policy_diagnostics']:
+    # A view of results.json, drawn after it (matplotlib: ~1.5 s CPU).
     diagnostics_lib.write_heatmap(results['policy_diagnostics'],
                                   os.path.join(workdir, 'policy_heatmap.png'))
-  files.atomic_write_json(os.path.join(workdir, 'results.json'), results)
-  if verbose:
-    print(outputs.results_table(results), flush=True)
   return results

@@ -12,7 +12,7 @@ import io
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -87,45 +87,101 @@ class FrequencyBuckets:
 
 
 class Progress:
-  """Prints `phase done/total examples, examples/s, ETA, metrics` lines."""
+  """Prints `[phase] done/total examples (%), ex/s, ETA, metrics` lines.
+
+  The rate is the phase's steady state: examples per second over the steps
+  of the current phase (train or test) after its first step, which traces
+  the graphs (and compiles them, with XLA) and is reported on its own line.
+  It is not the whole run's average: that one (`results.json`'s
+  `train_examples_per_second`) includes the compilation. The ETA is the
+  rest of the whole stream at that rate ('done' once every example is
+  seen); before the phase has a steady rate, the rate and ETA show '?'.
+
+  Attributes:
+    done: examples seen so far (the trainer sets it when it resumes).
+    total: examples of the whole stream.
+  """
 
   def __init__(self, total_examples: int, every_seconds: float = 10.0,
-               stream=None, enabled: bool = True):
+               stream=None, enabled: bool = True,
+               clock: Callable[[], float] = time.perf_counter):
+    """A progress printer.
+
+    Args:
+      total_examples: examples of the whole stream (train and test parts).
+      every_seconds: seconds between two lines (forced lines excepted).
+      stream: where lines go; sys.stdout when None.
+      enabled: False prints nothing (rates are still measured).
+      clock: seconds, monotonic; `time.perf_counter` (tests pass a fake).
+    """
     self.enabled = enabled
     self.total = int(total_examples)
     self.every = float(every_seconds)
     self.stream = stream or sys.stdout
-    self.start = time.perf_counter()
-    self.last = self.start
+    self._clock = clock
+    self.start = clock()
+    self.last = self.start  # When the last line was printed.
     self.done = 0
-    self.last_done = 0
+    self._phase = None
+    self._step_end = self.start  # When the previous step ended.
+    # Phase -> [examples, seconds] of its steps after its first one.
+    self._steady: Dict[str, List[float]] = {}
+
+  def steady_rate(self, phase: str) -> Optional[float]:
+    """Examples per second of `phase` after its first step.
+
+    Args:
+      phase: 'train' or 'test'.
+
+    Returns:
+      The rate, or None when the phase has run at most one step.
+    """
+    examples, seconds = self._steady.get(phase, (0, 0.0))
+    return examples / seconds if examples and seconds > 0 else None
 
   def update(self, examples: int, phase: str, metrics: Dict[str, float],
              force: bool = False) -> None:
+    """Counts a step of `examples`; prints a line when one is due.
+
+    Args:
+      examples: examples of the step just done; 0 with `force` at the end of
+        a part (the line then shows the part's final figures).
+      phase: 'train' or 'test'.
+      metrics: running means to show, e.g. {'accuracy': 0.61}.
+      force: print now, whatever the time since the last line.
+    """
+    now = self._clock()
+    seconds, self._step_end = now - self._step_end, now
     self.done += int(examples)
+    first = phase != self._phase and examples > 0
+    if first:  # The phase's first step: tracing and compilation.
+      self._phase = phase
+      self._steady.setdefault(phase, [0, 0.0])
+    elif examples > 0:
+      steady = self._steady[phase]
+      steady[0] += int(examples)
+      steady[1] += seconds
     if not self.enabled:
       return
-    now = time.perf_counter()
-    if self.last_done == 0:
-      # The first step traces the graphs (and compiles them, with XLA):
-      # report it on its own and start measuring the rate after it.
-      print(f'[{phase}] first step took {now - self.start:.1f} s (tracing '
+    if first:
+      print(f'[{phase}] first step took {seconds:.1f} s (tracing '
             'and compilation)', file=self.stream, flush=True)
-      self.last, self.last_done = now, self.done
+      self.last = now
       return
     if not force and now - self.last < self.every:
       return
-    # The rate since the last line: the first steps include XLA compilation
-    # and would make a whole-run average (and its ETA) too pessimistic.
-    window = max(now - self.last, 1e-9)
-    rate = (self.done - self.last_done) / window
-    self.last, self.last_done = now, self.done
-    eta = (self.total - self.done) / rate if rate > 0 else float('inf')
+    self.last = now
+    rate = self.steady_rate(phase)
+    remaining = self.total - self.done
+    if remaining <= 0:
+      eta = 'done'
+    else:
+      eta = _format_seconds(remaining / rate if rate else float('inf'))
     shown = ' '.join(f'{k}={v:.4f}' for k, v in metrics.items())
     print(f'[{phase}] {self.done:,}/{self.total:,} examples '
           f'({100.0 * self.done / max(self.total, 1):.1f}%) '
-          f'{rate:,.0f} ex/s ETA {_format_seconds(eta)} {shown}',
-          file=self.stream, flush=True)
+          f'{"?" if rate is None else f"{rate:,.0f}"} ex/s ETA {eta} '
+          f'{shown}'.rstrip(), file=self.stream, flush=True)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -137,8 +193,19 @@ def _format_seconds(seconds: float) -> str:
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
-def results_table(results: Dict[str, Any]) -> str:
-  """A small human-readable summary of `results.json`."""
+def results_table(results: Dict[str, Any],
+                  steady_rate: Optional[float] = None) -> str:
+  """A small human-readable summary of `results.json`.
+
+  Args:
+    results: the content of `results.json`.
+    steady_rate: the train part's steady-state examples per second
+      (`Progress.steady_rate('train')`), shown beside the whole-part rate,
+      which includes tracing and compilation; None leaves it out.
+
+  Returns:
+    Lines of text, without a final newline.
+  """
   lines = [
       f"ESAPN-TF run: method={results['method']} task={results['task']} "
       f"dataset={results['dataset']} order={results['order']}",
@@ -154,7 +221,10 @@ def results_table(results: Dict[str, Any]) -> str:
     counts = ' '.join(f'{d}:{c}' for d, c in m['counts'].items())
     lines.append(f"  {side:<5} ratio {m['ratio']:.4f} "
                  f"({m['total_dims']:,} / {m['fixed_dims']:,} dims)  {counts}")
+  steady = ('' if steady_rate is None else
+            f', {steady_rate:,.0f} ex/s steady')
   lines.append(f"wall {results['wall_seconds']:.1f} s, train "
-               f"{results['train_examples_per_second']:,.0f} ex/s")
+               f"{results['train_examples_per_second']:,.0f} ex/s incl. "
+               f"compilation{steady}")
   return '\n'.join(lines)
 

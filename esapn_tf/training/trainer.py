@@ -6,6 +6,7 @@ recommender learn), and keeps everything an exact resume needs in variables
 that `checkpoint()` holds.
 """
 
+import dataclasses
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -18,12 +19,42 @@ from esapn_tf.data import stream as stream_lib
 from esapn_tf.layers import memory
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
+from esapn_tf.search import diagnostics
 from esapn_tf.search import environment
 from esapn_tf.search.methods import base as method_base
 from esapn_tf.search.methods import registry
 from esapn_tf.training import outputs
 
 SIDES = environment.SIDES
+
+# `jit_compile=None` (auto) compiles the step with XLA from this many train
+# examples on. Measured on the 2-core CPU machine (issue 14), ml-latest-small
+# binary ESAPN: compiling the step costs ~12 CPU-seconds on an empty
+# compilation cache (first step 16.6 s with XLA, 4.3 s without), far less
+# with a warm one (`compile_cache`), and saves ~15 us per example in the
+# steady state (graph/XLA step time ~1.3-1.5x for ESAPN, ~2x for FIXED).
+# Break-even is then ~0.7M examples cold, ~0.15M warm: ml-latest-small
+# (80,669 train examples) runs without XLA, ml-1m (0.8M) and the ml-20m-size
+# stream (16M) with it.
+JIT_MIN_TRAIN_EXAMPLES = 500_000
+
+
+def resolve_jit_compile(cfg: config_lib.ExperimentConfig,
+                        num_train: int) -> config_lib.ExperimentConfig:
+  """`cfg` with `train.jit_compile` decided when it is None (auto).
+
+  Args:
+    cfg: the experiment; a True or False `jit_compile` is kept.
+    num_train: examples in the stream's train part.
+
+  Returns:
+    `cfg`, or a copy whose `jit_compile` is
+    `num_train >= JIT_MIN_TRAIN_EXAMPLES`.
+  """
+  if cfg.train.jit_compile is not None:
+    return cfg
+  return dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, jit_compile=num_train >= JIT_MIN_TRAIN_EXAMPLES))
 
 
 def _means(row) -> Dict[str, float]:
@@ -37,7 +68,14 @@ class Trainer:
 
   def __init__(self, cfg: config_lib.ExperimentConfig,
                s: stream_lib.Stream):
-    self.cfg = cfg
+    """Builds the model, the method and the step for `cfg` on stream `s`.
+
+    Args:
+      cfg: the experiment; `train.jit_compile=None` is decided here from
+        `s.num_train` (`resolve_jit_compile`; `self.cfg` holds the choice).
+      s: the stream.
+    """
+    self.cfg = cfg = resolve_jit_compile(cfg, s.num_train)
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
@@ -83,6 +121,13 @@ class Trainer:
         cfg=cfg, stream=s, model=self.model, optimizer=self.optimizer,
         core=self.core, step=self.step, position=self.position,
         signature=tuple(signature)))
+    # Every variable exists before the step is traced: `tf.function` traces
+    # a second time when its first trace creates variables, and the
+    # policies' Adam slots (made at their first `agent.train`) cost ESAPN
+    # that second trace (~2.5 s CPU on ml-latest-small).
+    for agent in getattr(self.method, 'agents', {}).values():
+      agent._optimizer.build(  # pylint: disable=protected-access
+          agent._actor_network.trainable_variables)  # pylint: disable=protected-access
     # No AutoGraph: the steps have no tensor-dependent Python control flow,
     # and converting the TF-Agents code they call took ~5 of the ~7 s of
     # tracing (BUILD_NOTES.md, "Speed").
@@ -99,6 +144,14 @@ class Trainer:
       self._learn_compiled = tf.function(
           lambda batch: self._learn_graph(batch),  # pylint: disable=unnecessary-lambda
           input_signature=signature, jit_compile=True)
+    # The test part's scoring (BatchNorm in inference mode) cannot share the
+    # step's program (which scores in training mode, after the method's
+    # `before_learn`), and compiling it with XLA once per batch shape (full
+    # and last) cost more than the forward passes it speeds up: it runs as
+    # one graph traced once for every shape; the prequential test part
+    # learns with the train part's compiled step.
+    self._evaluate = tf.function(self.core._evaluate,  # pylint: disable=protected-access
+                                 input_signature=signature, autograph=False)
 
   # ------------------------------------------------------------ one step
   def learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
@@ -130,12 +183,11 @@ class Trainer:
     tf.summary.scalar('train/accuracy', tf.reduce_mean(out['correct']),
                       step=step)
     for side in SIDES:
-      emb = self.core.embeddings[side]
+      # Running counts: cost sized by the batch, not the ids (issue 12).
       tf.summary.scalar(f'embedding/{side}_mean_size',
-                        tf.reduce_mean(self.method.dims_per_id(side)),
-                        step=step)
-      tf.summary.histogram(f'embedding/{side}_size_index', emb.size_index,
-                           step=step)
+                        self.method.mean_dims(side), step=step)
+      diagnostics.size_histogram(f'embedding/{side}_size_index',
+                                 self.method.size_counts(side), step)
       if f'{side}_enlarged' in out:
         tf.summary.scalar(
             f'policy/{side}_fraction_enlarged',
@@ -174,9 +226,10 @@ class Trainer:
     prev = None
     if position and self.method.needs_previous_batch:
       # The batch before `position` (batches start every `bs` examples from
-      # the start of each part).
-      part_start = s.num_train if position > s.num_train else 0
-      lo = part_start + (position - part_start - 1) // bs * bs
+      # the start of each part; a last example alone joins the batch before).
+      part_start, part_stop = ((s.num_train, s.num_examples)
+                               if position > s.num_train else (0, s.num_train))
+      lo = stream_lib.batch_start(part_start, part_stop, position, bs)
       prev = next(iter(stream_lib.make_dataset(s, lo, position, bs)))
     progress.done = position
     with writer.as_default():
@@ -217,7 +270,7 @@ class Trainer:
     learn = phase == 'train' or cfg.train.test_mode == 'prequential'
     test_metrics = None
     if phase == 'test':
-      ev = self.core.evaluate(batch)
+      ev = self._evaluate(batch)
       loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
       sums[1] += (n, loss.sum(), correct.sum())
       for side in SIDES:

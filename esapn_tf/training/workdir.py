@@ -15,6 +15,10 @@ from esapn_tf import errors
 # Fields that do not change what a run computes, so may differ on resume.
 RESUMABLE_CHANGES = ('train.log_every_seconds', 'train.checkpoint_every',
                      'train.summary_every')
+# Fields whose None ("auto") a run decides from its data when it starts
+# (`trainer.resolve_jit_compile`); the other fields pin the data, so a
+# recorded decision matches a new None.
+AUTO_FIELDS = ('train.jit_compile',)
 
 
 def latest_checkpoint_present(workdir: str) -> bool:
@@ -43,7 +47,8 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any]
   """(field, old value, new value) for each field that matters and differs."""
   a, b = _flatten(old), _flatten(new)
   return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-          if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+          if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and
+          not (k in AUTO_FIELDS and b.get(k) is None)]
 
 
 def read_config(workdir: str) -> Dict[str, Any]:

@@ -1,8 +1,10 @@
 """Tests for bin/train.py as users run it: a subprocess, flags, exit status.
 
 Bad input must end in one line `error: ...` on stderr, exit status 2 and no
-traceback, before anything is written to the workdir. Each subprocess pays
-TensorFlow's import (3-5 s), so the cases are few and small.
+traceback, before anything is written to the workdir; bad flags before
+TensorFlow is even imported. Nothing from TensorFlow, absl or Gym comes
+before the run's own first line. Most subprocesses pay TensorFlow's import
+(3-5 s), so the cases are few and small.
 """
 
 import json
@@ -33,6 +35,8 @@ _BAD_DATA = {
 _BAD_FLAGS = {
     'decreasing_sizes': (['--candidate_sizes=8,4'], 'strictly increasing'),
     'batch_size_0': (['--batch_size=0'], 'batch_size=0 is invalid'),
+    'batch_size_1': (['--batch_size=1'],
+                     'batch_size=1 is invalid: use 2 or more'),
     'negative_learning_rate': (['--learning_rate=-1'],
                                'learning_rate=-1.0 is invalid'),
     'unknown_task': (['--task=ranking'], "task='ranking' is invalid"),
@@ -50,9 +54,32 @@ _BAD_FLAGS = {
 }
 
 
-def _run(args, cwd=_REPO):
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2')
+# Lines of third-party start-up output that must not reach the user.
+_BANNERS = ('absl::InitializeLog', 'oneDNN', 'cuda', 'cuInit', 'Gym',
+            'SyntaxWarning', 'cpu_feature_guard')
+
+
+def _run(args, cwd=_REPO, **env_vars):
+  """Runs bin/train.py as a new user would: no TensorFlow variables set."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('TF_USE_LEGACY_KERAS', 'TF_CPP_MIN_LOG_LEVEL',
+                      'ESAPN_VERBOSE')}
+  env.update(env_vars)
   return subprocess.run([sys.executable, _TRAIN] + args, cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def _run_watching_imports(args):
+  """bin/train.py in a process that prints at exit whether TF was loaded."""
+  code = ('import atexit, runpy, sys\n'
+          'atexit.register(lambda: print("tensorflow loaded:", '
+          '"tensorflow" in sys.modules))\n'
+          f'sys.argv = [{_TRAIN!r}] + {args!r}\n'
+          f'runpy.run_path({_TRAIN!r}, run_name="__main__")\n')
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('TF_USE_LEGACY_KERAS', 'TF_CPP_MIN_LOG_LEVEL')}
+  return subprocess.run([sys.executable, '-c', code], cwd=_REPO, env=env,
                         capture_output=True, text=True, timeout=300,
                         check=False)
 
@@ -124,13 +151,53 @@ class TrainScriptTest(tf.test.TestCase, parameterized.TestCase):
         ['--dataset=synthetic', '--synthetic_num_ratings=1000'] + flags,
         message)
 
+  @parameterized.named_parameters(
+      ('misspelt_flag', ['--methd=esapn'],
+       "Unknown command line flag 'methd'. Did you mean: method ?"),
+      ('invalid_config_value', ['--batch_size=1'], 'batch_size=1 is invalid'),
+      ('invalid_combination', ['--method=fixed', '--fixed_size=3'],
+       'fixed_size=3 is invalid'))
+  def test_flags_are_checked_before_tensorflow_loads(self, args, message):
+    result = _run_watching_imports(args + [f'--workdir={self.workdir}'])
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertEqual(result.stdout.strip(), 'tensorflow loaded: False')
+    lines = result.stderr.splitlines()
+    self.assertLen(lines, 1)
+    self.assertStartsWith(lines[0], 'error: ')
+    self.assertIn(message, lines[0])
+
+  def test_missing_data_is_the_only_line(self):
+    # TensorFlow and TF-Agents (Gym) are imported before the data is read:
+    # none of their start-up lines come before the error.
+    missing = os.path.join(self.root, 'ml-latest-small.zip')
+    result = _run([f'--data_dir={missing}', f'--workdir={self.workdir}'])
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertEqual(result.stdout, '')
+    lines = result.stderr.splitlines()
+    self.assertLen(lines, 1, result.stderr)
+    self.assertStartsWith(lines[0], f'error: {missing} does not exist')
+
+  def test_esapn_verbose_brings_third_party_output_back(self):
+    missing = os.path.join(self.root, 'ml-latest-small.zip')
+    result = _run([f'--data_dir={missing}', f'--workdir={self.workdir}'],
+                  ESAPN_VERBOSE='1')
+    self.assertEqual(result.returncode, 2, result.stderr)
+    lines = result.stderr.splitlines()
+    self.assertStartsWith(lines[-1], f'error: {missing} does not exist')
+    self.assertIn('Gym has been unmaintained', result.stderr)
+    self.assertIn('absl::InitializeLog', result.stderr)
+
   def test_tiny_synthetic_run(self):
     result = _run([
         '--dataset=synthetic', '--synthetic_num_ratings=2000',
         '--batch_size=200', '--candidate_sizes=2,4', '--hidden_units=8',
         '--jit_compile=false', f'--workdir={self.workdir}'])
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    self.assertNotIn('Traceback', result.stderr)
+    # Quiet start: the run's own line comes first, nothing on stderr.
+    self.assertEqual(result.stderr, '')
+    self.assertStartsWith(result.stdout, 'Data synthetic-2000: 2,000 ratings')
+    for banner in _BANNERS:
+      self.assertNotIn(banner, result.stdout)
     self.assertIn('accuracy', result.stdout)
     self.assertIn('method=esapn', result.stdout)
     self.assertIn('memory', result.stdout)

@@ -202,7 +202,7 @@ _CASES = {
         "column timestamp holds a non-numeric value 'noon'"),
     'timestamp_latin1_byte_csv': (
         'ratings.csv', _bad('ratings.csv', ('1', '31', '3', '12\udce9')), 3,
-        "column timestamp holds a non-numeric value '12\ufffd'"),
+        r"column timestamp holds a non-numeric value '12\\xe9'"),
     # Empty and header-only files.
     'empty_csv': ('ratings.csv', '', None,
                   r'contains no ratings \(the file is empty\); expected a '

@@ -10,6 +10,7 @@ import tensorflow as tf
 from esapn_tf import errors
 from esapn_tf.data import ratings
 from esapn_tf.data import stream
+from esapn_tf.search import matching
 from tests import real_data
 
 # Six ratings, worked by hand below. Row order is "file order".
@@ -178,7 +179,12 @@ class MakeDatasetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(batches[1]['label'], s.label[4:])
 
   @parameterized.named_parameters(
-      ('test_part', 3, 6, 2, [[3, 4], [5]]),
+      ('test_part', 2, 6, 3, [[2, 3, 4, 5]]),
+      ('partial_of_two', 1, 6, 3, [[1, 2, 3], [4, 5]]),
+      # A last example alone joins the batch before it: 5 = 2 + 2 + 1.
+      ('last_example_merged', 1, 6, 2, [[1, 2], [3, 4, 5]]),
+      ('last_example_merged_only_batch', 3, 6, 2, [[3, 4, 5]]),
+      ('batch_size_one', 3, 6, 1, [[3], [4], [5]]),
       ('middle', 1, 5, 2, [[1, 2], [3, 4]]),
       ('exact', 0, 6, 3, [[0, 1, 2], [3, 4, 5]]),
       ('one_big_batch', 2, 4, 500, [[2, 3]]),
@@ -200,11 +206,72 @@ class MakeDatasetTest(tf.test.TestCase, parameterized.TestCase):
       ('stop_past_end', 0, 7, 2, 'not inside'),
       ('reversed', 4, 3, 2, 'not inside'),
       ('zero_batch', 0, 6, 0, 'batch_size is 0'),
+      # Nothing to merge the one example into.
+      ('one_example', 5, 6, 2,
+       r'examples \[5, 6\) of the stream of 6 hold a single example'),
   )
   def test_bad_arguments(self, start, stop, batch_size, message):
     s = stream.build_stream(_six(), 'binary')
     with self.assertRaisesRegex(errors.UserInputError, message):
       stream.make_dataset(s, start, stop, batch_size)
+
+
+class BatchBoundsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('exact', 0, 6, 3, [0, 3, 6]),
+      ('last_example_merged', 0, 7, 3, [0, 3, 7]),
+      ('partial_of_two', 0, 8, 3, [0, 3, 6, 8]),
+      ('test_part', 80, 101, 10, [80, 90, 101]),
+      ('one_batch', 2, 4, 500, [2, 4]),
+      ('batch_size_one', 0, 3, 1, [0, 1, 2, 3]),
+      ('empty', 3, 3, 2, [3]),
+  )
+  def test_known_bounds(self, start, stop, batch_size, expected):
+    self.assertAllEqual(stream.batch_bounds(start, stop, batch_size),
+                        expected)
+
+  @parameterized.named_parameters(
+      ('merged_last_batch', 0, 101, 10), ('partial_last_batch', 0, 105, 10),
+      ('exact', 0, 100, 10), ('test_part', 80, 101, 10))
+  def test_batch_start_matches_the_batches(self, part_start, part_stop, bs):
+    # A resumed run rebuilds the batch before `position` and continues from
+    # `position`: both must be the batches of the uninterrupted part.
+    s = stream.build_stream(stream.load_ratings(
+        'synthetic', synthetic_num_ratings=200), 'binary')
+    whole = [b['user'].numpy().tolist()
+             for b in stream.make_dataset(s, part_start, part_stop, bs)]
+    position = part_start
+    for i, batch in enumerate(whole):
+      position += len(batch)
+      lo = stream.batch_start(part_start, part_stop, position, bs)
+      self.assertEqual(lo, position - len(batch))
+      previous = list(stream.make_dataset(s, lo, position, bs))
+      self.assertLen(previous, 1)
+      self.assertAllEqual(previous[0]['user'], batch)
+      rest = [b['user'].numpy().tolist()
+              for b in stream.make_dataset(s, position, part_stop, bs)]
+      self.assertEqual(rest, whole[i + 1:])
+    self.assertEqual(position, part_stop)
+
+  def test_decisions_per_id_sees_the_same_batches(self):
+    # The random-growth fit counts the batches that hold each id: they must
+    # be the batches the run learns from. Train part [0, 5) in batches of 2
+    # is [0, 2), [2, 5) (the last example joins the batch before it), the
+    # test part [5, 8) is one batch [5, 8). Id 3 appears at 3 and 4, one
+    # batch: 1 decision (2 if example 4 were a batch of its own); id 4 at
+    # 5, 6 and 7: 1 decision.
+    ids = np.array([0, 1, 2, 3, 3, 4, 4, 4])
+    self.assertAllEqual(stream.batch_bounds(0, 5, 2), [0, 2, 5])
+    self.assertAllEqual(stream.batch_bounds(5, 8, 2), [5, 8])
+    self.assertAllEqual(
+        matching.decisions_per_id(ids, 5, num_train=5, stop=8, batch_size=2),
+        [1, 1, 1, 1, 1])
+
+  def test_batch_start_refuses_a_position_inside_a_batch(self):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'example 105 does not end a batch'):
+      stream.batch_start(0, 121, 105, 10)
 
 
 class LoadRatingsTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,5 +1,7 @@
 """Tests for the search core and the PyEnvironment (DESIGN.md §3)."""
 
+import re
+
 import esapn_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
@@ -181,7 +183,7 @@ class SearchCoreTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(flags, [True, False, True, False])
 
 
-class EnvironmentTest(tf.test.TestCase):
+class EnvironmentTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_validate_py_environment(self):
     core = _core()
@@ -205,6 +207,31 @@ class EnvironmentTest(tf.test.TestCase):
     self.assertTrue(np.all(last.reward > 0.7 - 1.0))  # binary loss <= 1
     # Scoring did not train the recommender or change any size.
     self.assertAllEqual(core.model.user_embedding.size_index, [0] * 6)
+
+  @parameterized.named_parameters(
+      ('seven', 'user', np.array([0, 7, 1, 0]), 'user action holds 7'),
+      ('minus_three', 'item', np.array([-3, 0, 1, 0]), 'item action holds -3'),
+      ('too_short', 'user', np.array([0, 1, 0]), 'user action has shape (3,)'),
+      ('too_long', 'item', np.zeros(5, np.int32), 'item action has shape (5,)'),
+      ('float', 'item', np.array([0.0, 0.5, 1.0, 0.0]),
+       'item action has dtype float64'))
+  def test_step_refuses_actions_outside_the_spec(self, side, bad, message):
+    core = _core()
+    env = environment.EmbeddingSizeEnvironment(core, _batches(4), 4)
+    env.reset()
+    action = {'user': np.zeros(4, np.int32), 'item': np.zeros(4, np.int32)}
+    action[side] = bad
+    with self.assertRaisesRegex(ValueError, re.escape(message)):
+      env.step(action)
+    # A valid action still steps (nothing was left half-done).
+    action[side] = np.ones(4, np.int32)
+    self.assertTrue(np.all(env.step(action).is_last()))
+
+  def test_step_refuses_an_action_without_a_side(self):
+    env = environment.EmbeddingSizeEnvironment(_core(), _batches(4), 4)
+    env.reset()
+    with self.assertRaisesRegex(ValueError, r"keys \['item', 'user'\]"):
+      env.step({'user': np.zeros(4, np.int32)})
 
 
 if __name__ == '__main__':

@@ -4,6 +4,9 @@
 small synthetic stream through the trainer's real step.
 """
 
+import contextlib
+import io
+
 import numpy as np
 import tensorflow as tf
 
@@ -123,6 +126,28 @@ class TrialsTest(tf.test.TestCase):
     self._run(free, 20)
     self.assertGreater(max(_ratio(free, s)[0] for s in ('user', 'item')),
                        budget)
+
+  def test_a_budget_out_of_reach_is_noted_with_its_bound(self):
+    # Growing at every decision bounds the ratio (`_reachable_ratio`): on
+    # this stream most items appear a few times, so 1.0 is out of reach,
+    # while 0.05 is not.
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      t = _trainer(self.stream, memory_budget=1.0)
+    bound = t.method.reachable['item']
+    self.assertBetween(bound, _SIZES[0] / _SIZES[-1], 0.99)
+    self.assertIn(f'item memory budget 1 is out of reach on this stream: '
+                  f'enlarging at every decision ends at {bound:.3f}',
+                  err.getvalue())
+    self.assertEqual(t.method.results()['memory_budget_reachable'],
+                     t.method.reachable)
+    self._run(t, 20)
+    self.assertLessEqual(_ratio(t, 'item')[0], bound + 1e-6)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      low = _trainer(self.stream, memory_budget=0.05)
+    self.assertNotIn('out of reach', err.getvalue())
+    self.assertGreater(low.method.reachable['item'], 0.05)
 
   def test_frozen_policy_stays_bit_identical(self):
     frozen = _trainer(self.stream, policy_learning_rate=0.0)

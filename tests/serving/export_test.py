@@ -56,10 +56,10 @@ for name, path in spec['exports'].items():
     res = serve(user_id=tf.constant(inputs[f'{name}/{case}/user']),
                 movie_id=tf.constant(inputs[f'{name}/{case}/movie']))
     out.update({f'{name}/{case}/{k}': v.numpy() for k, v in res.items()})
-  for case in spec['ranked_cases']:
-    res = ranked(user_id=tf.constant(inputs[f'{name}/{case}/user']),
-                 movie_ids=tf.constant(inputs[f'{name}/{case}/movies']))
-    out.update({f'{name}/{case}/{k}': v.numpy() for k, v in res.items()})
+  for case in spec['ranked_cases']:  # one row: one user, its candidates
+    res = ranked(user_id=tf.constant(inputs[f'{name}/{case}/user'])[None],
+                 movie_ids=tf.constant(inputs[f'{name}/{case}/movies'])[None])
+    out.update({f'{name}/{case}/{k}': v.numpy()[0] for k, v in res.items()})
   with tf.Graph().as_default() as graph:
     with tf.compat.v1.Session(graph=graph) as sess:
       meta = tf.compat.v1.saved_model.loader.load(sess, ['serve'], path)
@@ -302,12 +302,12 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         'multiclass': dict(common, probabilities=('DT_FLOAT', '(-1, 5)'),
                            predicted_class=('DT_INT64', '(-1)')),
     }
-    ranked = {'inputs': {'user_id': ('DT_INT64', '()'),
-                         'movie_ids': ('DT_INT64', '(-1)')},
-              'outputs': {'movie_ids': ('DT_INT64', '(-1)'),
-                          'scores': ('DT_FLOAT', '(-1)'),
-                          'known_movie': ('DT_BOOL', '(-1)'),
-                          'known_user': ('DT_BOOL', '()')}}
+    ranked = {'inputs': {'user_id': ('DT_INT64', '(-1)'),
+                         'movie_ids': ('DT_INT64', '(-1, -1)')},
+              'outputs': {'movie_ids': ('DT_INT64', '(-1, -1)'),
+                          'scores': ('DT_FLOAT', '(-1, -1)'),
+                          'known_movie': ('DT_BOOL', '(-1, -1)'),
+                          'known_user': ('DT_BOOL', '(-1)')}}
     procs = {name: subprocess.Popen(
         [cli, 'show', '--dir', result.path, '--all'], env=_ENV,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -339,7 +339,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     # Replayed in the fresh process: shapes as the requests ask.
     self.assertEqual(self.out['binary/warmup0/probability'].shape, (1,))
     self.assertEqual(self.out['binary/warmup1/probability'].shape, (101,))
-    self.assertEqual(self.out['binary/warmup2/scores'].shape, (100,))
+    self.assertEqual(self.out['binary/warmup2/scores'].shape, (2, 100))
     self.assertEqual(self.out['multiclass/warmup1/probabilities'].shape,
                      (101, 5))
 

@@ -22,6 +22,7 @@ from esapn_tf import errors
 from esapn_tf.data import stream
 from esapn_tf.training import loop
 from esapn_tf.training import trainer
+from esapn_tf.training import workdir as workdir_lib
 from tests import real_data
 
 _NUM_RATINGS = 3000
@@ -280,7 +281,11 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
            error=errors.DataError, message='does not exist'),
       dict(testcase_name='empty_train_part', num_ratings=100,
            train_fraction=0.001, error=errors.UserInputError,
-           message='train part is empty'))
+           message='train part is empty'),
+      # 99 train examples and 1 test example: no batch to merge it into.
+      dict(testcase_name='single_example_test_part', num_ratings=100,
+           train_fraction=0.99, error=errors.UserInputError,
+           message='test part holds a single example'))
   def test_bad_data_leaves_the_workdir_untouched(self, error, message,
                                                  dataset='synthetic',
                                                  data_dir='',
@@ -320,6 +325,33 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(results['memory'][side]['fixed_dims'],
                        results[f'num_{side}s'] * 128)
     self.assertTrue(os.path.exists(os.path.join(workdir, 'results.json')))
+
+
+
+class AutoJitCompileTest(tf.test.TestCase, parameterized.TestCase):
+  """`jit_compile=None` (the default) is decided from the train part."""
+
+  @parameterized.named_parameters(
+      # 3000 ratings: 2400 in the train part.
+      dict(testcase_name='short_stream', threshold=2401, expected=False),
+      dict(testcase_name='long_enough', threshold=2400, expected=True))
+  def test_the_choice_is_recorded(self, threshold, expected):
+    cfg = _config(method='fixed', jit_compile=None)
+    workdir = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'run')
+    with mock.patch.object(trainer, 'JIT_MIN_TRAIN_EXAMPLES', threshold):
+      results = loop.run_experiment(cfg, workdir, verbose=False)
+    self.assertIs(results['jit_compile'], expected)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      recorded = json.load(f)
+    self.assertIs(recorded['train']['jit_compile'], expected)
+    # The same command (auto again) still matches the finished run: the
+    # comparisons' cache and resume accept it, a forced opposite does not.
+    self.assertEqual(workdir_lib.config_differences(recorded, cfg.to_dict()),
+                     [])
+    forced = _config(method='fixed', jit_compile=not expected)
+    self.assertEqual(
+        workdir_lib.config_differences(recorded, forced.to_dict()),
+        [('train.jit_compile', expected, not expected)])
 
 
 if __name__ == '__main__':

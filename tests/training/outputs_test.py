@@ -127,23 +127,27 @@ class FrequencyBucketsTest(tf.test.TestCase):
         'side,bucket,frequency_min,frequency_max,examples,accuracy,loss\n')
 
 
+def _results():
+  """A results.json content for results_table."""
+  return {
+    'method': 'esapn', 'task': 'binary', 'dataset': 'synthetic-3000',
+    'order': 'random',
+    'train': {'examples': 2400, 'accuracy': 0.61234, 'loss': 0.2468},
+    'test': {'examples': 600, 'accuracy': 0.65432, 'loss': 0.2222},
+    'memory': {
+        'user': {'counts': {'2': 2, '4': 1, '8': 1}, 'total_dims': 16,
+                 'fixed_dims': 32, 'ratio': 0.5},
+        'item': {'counts': {'2': 0, '4': 0, '8': 1500},
+                 'total_dims': 12000, 'fixed_dims': 12000, 'ratio': 1.0},
+    },
+    'wall_seconds': 12.34, 'train_examples_per_second': 4321.0,
+  }
+
+
 class TextTest(tf.test.TestCase):
 
   def test_results_table_contains_the_numbers(self):
-    results = {
-        'method': 'esapn', 'task': 'binary', 'dataset': 'synthetic-3000',
-        'order': 'random',
-        'train': {'examples': 2400, 'accuracy': 0.61234, 'loss': 0.2468},
-        'test': {'examples': 600, 'accuracy': 0.65432, 'loss': 0.2222},
-        'memory': {
-            'user': {'counts': {'2': 2, '4': 1, '8': 1}, 'total_dims': 16,
-                     'fixed_dims': 32, 'ratio': 0.5},
-            'item': {'counts': {'2': 0, '4': 0, '8': 1500},
-                     'total_dims': 12000, 'fixed_dims': 12000, 'ratio': 1.0},
-        },
-        'wall_seconds': 12.34, 'train_examples_per_second': 4321.0,
-    }
-    table = outputs.results_table(results)
+    table = outputs.results_table(_results())
     for text in ('method=esapn', 'task=binary', 'dataset=synthetic-3000',
                  'accuracy', '2,400', '0.6123', '0.2468', '0.6543', '0.2222',
                  'ratio 0.5000', '16 / 32', '2:2 4:1 8:1', 'ratio 1.0000',
@@ -153,6 +157,16 @@ class TextTest(tf.test.TestCase):
                  if line.startswith('test')]
     self.assertLen(test_line, 1)
     self.assertIn('0.6543', test_line[0])
+
+  def test_results_table_labels_both_rates(self):
+    # The whole-part rate includes compilation; the steady one is the
+    # progress lines' rate.
+    last = outputs.results_table(_results(), steady_rate=21_791.4)
+    self.assertEqual(
+        last.splitlines()[-1],
+        'wall 12.3 s, train 4,321 ex/s incl. compilation, 21,791 ex/s steady')
+    self.assertEqual(outputs.results_table(_results()).splitlines()[-1],
+                     'wall 12.3 s, train 4,321 ex/s incl. compilation')
 
   def test_progress_prints_when_due(self):
     out = io.StringIO()
@@ -167,6 +181,59 @@ class TextTest(tf.test.TestCase):
     self.assertIn('[train] 100/200 examples (50.0%)', line)
     self.assertIn('accuracy=0.7500', line)
     self.assertIn('ETA', line)
+
+  def _progress(self, total, every_seconds=1e9):
+    """A Progress on a fake clock: `self.now` is the time in seconds."""
+    self.now = 0.0
+    out = io.StringIO()
+    return outputs.Progress(total, every_seconds, stream=out,
+                            clock=lambda: self.now), out
+
+  def _step(self, progress, seconds, examples, phase='train', force=False):
+    self.now += seconds
+    progress.update(examples, phase, {}, force=force)
+
+  def test_rate_leaves_out_the_first_step(self):
+    progress, out = self._progress(1_000)
+    self._step(progress, 10.0, 100)  # Tracing and compilation: 10 s.
+    self.assertEqual(out.getvalue(),
+                     '[train] first step took 10.0 s (tracing and '
+                     'compilation)\n')
+    self._step(progress, 0.5, 100)
+    self._step(progress, 0.5, 100, force=True)
+    # 200 examples in 1 s after the first step: 200 ex/s (the average over
+    # the whole part would be 300 / 11 s = 27 ex/s); 700 left: 3.5 s.
+    self.assertEqual(out.getvalue().splitlines()[-1],
+                     '[train] 300/1,000 examples (30.0%) 200 ex/s ETA 0m04s')
+    self.assertEqual(progress.steady_rate('train'), 200.0)
+
+  def test_end_of_a_part_keeps_the_steady_rate(self):
+    # The end-of-part line comes just after a printed line: the rate since
+    # that line would be 0 ex/s (or a few examples over a short window).
+    progress, out = self._progress(1_000, every_seconds=1.0)
+    self._step(progress, 10.0, 100)
+    for _ in range(7):
+      self._step(progress, 1.0, 100)  # Prints a line each step.
+    self._step(progress, 0.001, 0, force=True)  # End of the train part.
+    self.assertEqual(out.getvalue().splitlines()[-1],
+                     '[train] 800/1,000 examples (80.0%) 100 ex/s ETA 0m02s')
+    # The test part: its own first step, then its steady rate.
+    self._step(progress, 5.0, 100, phase='test')
+    self.assertIn('[test] first step took 5.0 s', out.getvalue())
+    self._step(progress, 0.5, 100, phase='test')
+    self._step(progress, 0.001, 0, phase='test', force=True)
+    self.assertEqual(out.getvalue().splitlines()[-1],
+                     '[test] 1,000/1,000 examples (100.0%) 200 ex/s ETA done')
+    self.assertEqual(progress.steady_rate('train'), 100.0)
+    self.assertEqual(progress.steady_rate('test'), 200.0)
+
+  def test_no_steady_rate_after_one_step(self):
+    progress, out = self._progress(1_000)
+    self._step(progress, 3.0, 100)
+    self._step(progress, 0.001, 0, force=True)
+    self.assertEqual(out.getvalue().splitlines()[-1],
+                     '[train] 100/1,000 examples (10.0%) ? ex/s ETA ?')
+    self.assertIsNone(progress.steady_rate('train'))
 
   def test_progress_disabled_prints_nothing(self):
     out = io.StringIO()

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf.data import stream
+from esapn_tf.training import outputs
 from esapn_tf.training import trainer as trainer_lib
 
 _BATCH = 100
@@ -102,6 +103,60 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
       largest = int(np.bincount(getattr(self.stream, side)).max())
       self.assertEqual(t.method.policy_buckets[side],
                        int(np.floor(np.log2(largest))) + 1)
+
+
+
+class JitCompileChoiceTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      dict(testcase_name='auto_short', value=None,
+           num_train=trainer_lib.JIT_MIN_TRAIN_EXAMPLES - 1, expected=False),
+      dict(testcase_name='auto_long', value=None,
+           num_train=trainer_lib.JIT_MIN_TRAIN_EXAMPLES, expected=True),
+      dict(testcase_name='forced_on', value=True, num_train=10,
+           expected=True),
+      dict(testcase_name='forced_off', value=False, num_train=10**9,
+           expected=False))
+  def test_resolve(self, value, num_train, expected):
+    cfg = config.ExperimentConfig(
+        train=config.TrainConfig(jit_compile=value))
+    resolved = trainer_lib.resolve_jit_compile(cfg, num_train)
+    self.assertIs(resolved.train.jit_compile, expected)
+    self.assertEqual(resolved.search, cfg.search)
+
+  def test_trainer_decides_auto_from_the_stream(self):
+    s = stream.build_stream(
+        stream.load_ratings('synthetic', synthetic_num_ratings=500, seed=0),
+        'binary', 'random', 0.8, 0)
+    cfg = config.ExperimentConfig(
+        model=config.ModelConfig(candidate_sizes=(2, 4), hidden_units=8),
+        search=config.SearchConfig(method='fixed'),
+        train=config.TrainConfig(batch_size=_BATCH))
+    t = trainer_lib.Trainer(cfg, s)
+    self.assertIs(t.cfg.train.jit_compile, False)  # 400 train examples
+    self.assertIsNone(t._learn_compiled)  # pylint: disable=protected-access
+
+
+class TestPassTest(tf.test.TestCase):
+
+  def test_scoring_compiles_no_program_of_its_own(self):
+    # 1000 ratings: a test part of 200 examples in batches of 150 and 50,
+    # scored by one graph traced once for both shapes; the core's XLA
+    # scoring function (one program per shape) is never called.
+    s = stream.build_stream(
+        stream.load_ratings('synthetic', synthetic_num_ratings=1000, seed=0),
+        'binary', 'random', 0.8, 0)
+    cfg = config.ExperimentConfig(
+        model=config.ModelConfig(candidate_sizes=(2, 4), hidden_units=8),
+        search=config.SearchConfig(method='fixed'),
+        train=config.TrainConfig(batch_size=150, jit_compile=True))
+    t = trainer_lib.Trainer(cfg, s)
+    writer = tf.summary.create_noop_writer()
+    metrics = t.run(writer, outputs.Progress(s.num_examples, enabled=False))
+    self.assertEqual(metrics['test']['examples'], 200)
+    self.assertEqual(
+        t._evaluate.experimental_get_tracing_count(), 1)  # pylint: disable=protected-access
+    self.assertEqual(t.core.evaluate.experimental_get_tracing_count(), 0)
 
 
 if __name__ == '__main__':

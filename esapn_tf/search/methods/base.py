@@ -101,10 +101,24 @@ class Method:
     del batch
 
   def start_phase(self, phase: str) -> None:
-    """Called before the 'train' and the 'test' part start (or resume)."""
+    """Called before the 'train' and the 'test' part start (or resume).
+
+    Recounts the ids per size (`size_counts.SizeCounts.recount`): sizes set
+    outside the step (MDE's, a restored checkpoint's) are counted.
+    Subclasses that override it call it first.
+    """
     del phase
+    self.core.size_counts.recount()
 
   # --------------------------------------------------------- memory
+  def size_counts(self, side: str) -> tf.Tensor:
+    """int64 `[n]`: ids at each size index now (running counts, cheap)."""
+    return self.core.size_counts.counts[side].read_value()
+
+  def mean_dims(self, side: str) -> tf.Tensor:
+    """float32: the side's mean embedding dims per id now (cheap)."""
+    return self.core.size_counts.mean_dims(side)
+
   def dims_per_id(self, side: str) -> tf.Tensor:
     """float32 `[num_ids]`: the embedding dimensions each id uses now."""
     return tf.gather(tf.constant(self.sizes, tf.float32),
@@ -137,6 +151,12 @@ def enlarge_and_reset(core, optimizer, side: str, ids: tf.Tensor,
   """Enlarges the masked ids one size; Adam starts their rows afresh.
 
   As `SearchCore._train_step` does for its enlargements
-  (`lazy_adam.LazyAdam.reset_rows`). Returns bool `[batch]`: enlarged.
+  (`lazy_adam.LazyAdam.reset_rows`), and counts the moves
+  (`size_counts.SizeCounts.move`). Returns bool `[batch]`: enlarged.
   """
-  return core.embeddings[side].enlarge(ids, mask, optimizer)
+  emb = core.embeddings[side]
+  before = tf.gather(emb.size_index, ids)
+  enlarged = emb.enlarge(ids, mask, optimizer)
+  core.size_counts.move(side, ids, before,
+                        before + tf.cast(enlarged, tf.int32))
+  return enlarged

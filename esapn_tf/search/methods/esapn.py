@@ -12,6 +12,7 @@ Rewards (`SearchConfig.reward`):
 (`search/diagnostics.py`) go to results.json and TensorBoard.
 """
 
+import sys
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -23,6 +24,7 @@ from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.search import environment
+from esapn_tf.search import matching
 from esapn_tf.search import rewards as rewards_lib
 from esapn_tf.search import trials
 from esapn_tf.search.methods import base
@@ -68,6 +70,7 @@ class Esapn(base.Method):
     # reward='paired' (search/trials.py): shadow-row pools, their Adam, the
     # memory cost / budget and the reward scale (search/rewards.py).
     self.pools, self.memory_costs, self.reward_scales = {}, {}, {}
+    self.reachable: Dict[str, float] = {}  # budgeted sides: ratio bound
     self.shadow_optimizer = None
     if self.paired:
       for side in base.SIDES:
@@ -81,6 +84,8 @@ class Esapn(base.Method):
             name=f'{side}_memory_cost')
         self.reward_scales[side] = rewards_lib.RewardScale(
             name=f'{side}_reward_scale')
+      self.reachable = {side: self._reachable_ratio(side)
+                        for side in base.SIDES if sc.budget(side)}
       self.shadow_optimizer = lazy_adam.LazyAdam(
           [self.pools[side].rows for side in base.SIDES],
           cfg.model.learning_rate, name='shadow_adam')
@@ -215,8 +220,7 @@ class Esapn(base.Method):
             agent_lib.first_time_step(obs[side])).action
       enlarge[side] = environment.any_per_id(
           ids, tf.logical_and(deciding[side],
-                              tf.equal(actions[side], agent_lib.ENLARGE)),
-          core.embeddings[side].num_ids)
+                              tf.equal(actions[side], agent_lib.ENLARGE)))
     # Inlined: compiled with the rest of the step by `learn`'s XLA program.
     out = core._train_step(  # pylint: disable=protected-access
         batch, enlarge['user'], enlarge['item'])
@@ -259,7 +263,7 @@ class Esapn(base.Method):
       appearances = tf.gather(pool.appearances, slot)
       resolving = tf.logical_and(in_trial, appearances >= sc.trial_length)
       decide = tf.logical_and(resolving, trials.last_in_slot(
-          batch[f'{side}_frequency'], slot, pool.capacity + 1))
+          batch[f'{side}_frequency'], slot))
       benefit = (tf.gather(pool.benefit_sum, slot) /
                  tf.cast(tf.maximum(appearances, 1), tf.float32))
       size = obs[side]['size_index']
@@ -277,14 +281,15 @@ class Esapn(base.Method):
                                     weight)
       wants = tf.logical_and(decide, tf.equal(greedy, agent_lib.ENLARGE))
       allowed = cost.allow(wants, size, progress)
-      chosen = tf.logical_and(
-          in_trial, trials.per_slot_any(allowed, slot, pool.capacity + 1))
+      chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
       # A pooled layout may refuse (a full pool): count what happened.
       chosen = trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer,
                             ids, slot, chosen)
       cost.record(tf.logical_and(allowed, chosen), size)
       cost.update(progress, tf.reduce_sum(
           tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
+      self.core.size_counts.move(side, ids, size,
+                                 size + tf.cast(chosen, tf.int32))
       trials.free(pool, slot, resolving)
       trials.start(pool, self.shadow_optimizer, ids, self.ctx.step,
                    sc.trial_timeout_steps)
@@ -351,8 +356,33 @@ class Esapn(base.Method):
       table[side] = diagnostics_lib.report(d, final, self.sizes)
     return table
 
+  def _reachable_ratio(self, side: str) -> float:
+    """The largest memory ratio the side can reach on this stream.
+
+    An id grows at most one size per batch it appears in, so enlarging at
+    every decision ends each id at `min(decisions, n - 1)`: the ratio of
+    `random` growth with p = 1 (`matching.random_growth_ratio`). A budget
+    above it cannot be spent; a note says so (on ml-latest-small's movies
+    the bound is 0.430 with the default sizes, so a budget of 0.5 ends
+    below it). Paired trials reach somewhat less, since a trial needs an
+    appearance to start and one to resolve.
+    """
+    s = self.ctx.stream
+    decisions = matching.decisions_per_id(
+        self.ctx.learned_ids(side), self.core.embeddings[side].num_ids,
+        s.num_train, self.ctx.learned_examples, self.cfg.train.batch_size)
+    bound = matching.random_growth_ratio(decisions, 1.0, self.sizes)
+    budget = self.cfg.search.budget(side)
+    if budget > bound + 0.005:
+      print(f'note: the {side} memory budget {budget:g} is out of reach on '
+            f'this stream: enlarging at every decision ends at {bound:.3f} '
+            'of FIXED; the run will end below the budget', file=sys.stderr)
+    return float(bound)
+
   def results(self) -> Dict[str, Any]:
     out = super().results()
+    if self.reachable:
+      out['memory_budget_reachable'] = self.reachable
     out['policy_enlarge_probability'] = self.policy_table()
     out['policy_diagnostics'] = self.policy_diagnostics()
     out['memory_cost'] = {side: float(c.cost)

@@ -81,8 +81,7 @@ class RandomGrowth(_Growth):
                        self.ctx.step * 2 + i])
       uniform = tf.random.stateless_uniform(tf.shape(ids), seed)
       enlarge[side] = environment.any_per_id(
-          ids, tf.logical_and(last, uniform < self.value(side)),
-          self.core.embeddings[side].num_ids)
+          ids, tf.logical_and(last, uniform < self.value(side)))
     return self.core._train_step(  # pylint: disable=protected-access
         batch, enlarge['user'], enlarge['item'])
 
@@ -121,10 +120,9 @@ class Threshold(_Growth):
       for _ in range(n - 2):
         base.enlarge_and_reset(
             self.core, self.ctx.optimizer, side, ids,
-            environment.any_per_id(ids, target > tf.gather(emb.size_index,
-                                                           ids) + 1,
-                                   emb.num_ids))
+            environment.any_per_id(
+                ids, target > tf.gather(emb.size_index, ids) + 1))
       wanted[side] = environment.any_per_id(
-          ids, target > tf.gather(emb.size_index, ids), emb.num_ids)
+          ids, target > tf.gather(emb.size_index, ids))
     return self.core._train_step(  # pylint: disable=protected-access
         batch, wanted['user'], wanted['item'])

@@ -26,8 +26,10 @@ class Pruned(base.Method):
                           trainable=False, name=f'{side}_prune_mask')
         for side in base.SIDES}
     self._apply_masks = tf.function(self._apply)
+    self._pruned_mean = {}  # side -> float32, the mean kept entries per id
 
   def start_phase(self, phase: str) -> None:
+    super().start_phase(phase)
     if phase == 'test' and not bool(self.pruned):
       self.prune()
 
@@ -60,6 +62,14 @@ class Pruned(base.Method):
       mask = tf.gather(self.masks[side], ids)
       table.scatter_nd_update(tf.expand_dims(ids, -1),
                               tf.gather(table, ids) * mask)
+
+  def mean_dims(self, side: str) -> tf.Tensor:
+    """Once pruned, the kept entries per id (the masks never change)."""
+    if bool(self.pruned):
+      if side not in self._pruned_mean:  # once per run: O(ids)
+        self._pruned_mean[side] = tf.reduce_mean(self.dims_per_id(side))
+      return self._pruned_mean[side]
+    return super().mean_dims(side)
 
   def dims_per_id(self, side: str) -> tf.Tensor:
     """The size of the id's size index; once pruned, its kept entries."""

@@ -1,0 +1,1 @@
+"""What `bin/benchmark.py` measures (STYLE.md: `bin/` keeps only its flags)."""
