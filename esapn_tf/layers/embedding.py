@@ -94,6 +94,20 @@ class SizedTables(tf.keras.layers.Layer):
     """Overwrites size `k`'s table with float32 `[num_ids, d_k]` values."""
     raise NotImplementedError
 
+  def apply_gradients(self, optimizer, grad, ids: tf.Tensor) -> None:
+    """Row-sparse Adam on the storage from the gradient of one `call`.
+
+    The default for a layout that reads `table_variable` with one gather of
+    the batch's ids (`PooledEmbedding` overrides it).
+
+    Args:
+      optimizer: the `lazy_adam.LazyAdam` over `table_variable`.
+      grad: `tf.IndexedSlices`, the gradient of `table_variable`.
+      ids: int32 `[batch]`, the ids that were gathered.
+    """
+    optimizer.apply_row_gradients(ids, [(grad.values, self.table_variable)],
+                                  count_step=False)
+
   def reserve(self, headroom=None) -> bool:
     """Storage upkeep before a step (nothing for the dense layout)."""
     del headroom

@@ -279,19 +279,24 @@ class PooledEmbedding(embedding.MultiSizeEmbedding):
     new_size = cur + tf.cast(moved, tf.int32)
     blocks = self._blocks(ids, new_start, new_size)
     blocks = tf.where(moved[:, tf.newaxis], blocks, self.sink)
-    index = blocks[..., tf.newaxis]
-    shape = [-1, self.widths[-1], self.block]
     values = [(self.arena, rows)]
     if optimizer is not None:
       m, v = optimizer.slots(self.arena)
       if moments is None:
         moments = (tf.zeros_like(rows), tf.zeros_like(rows))
       values += [(m, moments[0]), (v, moments[1])]
-    for var, value in values:
-      # Masked entries all write the sink's own value back.
-      keep = tf.not_equal(blocks, self.sink)[..., tf.newaxis]
-      var.scatter_nd_update(index, tf.where(
-          keep, tf.reshape(value, shape), tf.gather(var, blocks)))
+
+    def write_rows():
+      # Masked entries write to the sink block, whose value is never used
+      # (`lift_rows` reads only an id's first `d_s` columns).
+      index = blocks[..., tf.newaxis]
+      shape = [-1, self.widths[-1], self.block]
+      for var, value in values:
+        var.scatter_nd_update(index, tf.reshape(value, shape))
+      return tf.constant(True)
+
+    # Most steps move no id: skip the [batch, d_n / g] scatters then.
+    tf.cond(tf.reduce_any(moved), write_rows, lambda: tf.constant(False))
     id_index = tf.expand_dims(ids, -1)
     self.start_block.scatter_nd_update(
         id_index, tf.where(moved, new_start, old_start))
