@@ -132,20 +132,6 @@ class SizedTables(tf.keras.layers.Layer):
     return {'tables': table, 'slots': slots_per_value * table,
             'index': 4 * self.num_ids}
 
-  def apply_gradients(self, optimizer, grad, ids: tf.Tensor) -> None:
-    """Row-sparse Adam on the storage from the gradient of one `call`.
-
-    The dense layouts' rule (one row per id in `table_variable`, read with
-    one gather of the batch's ids); the pooled layout overrides it.
-
-    Args:
-      optimizer: the `lazy_adam.LazyAdam` over `table_variable`.
-      grad: `tf.IndexedSlices`, the gradient of `table_variable`.
-      ids: int32 `[batch]`, the ids that were gathered.
-    """
-    optimizer.apply_row_gradients(ids, [(grad.values, self.table_variable)],
-                                  count_step=False)
-
   def size_counts(self) -> tf.Tensor:
     """int32 `[n]`: how many ids sit at each candidate size."""
     return tf.math.bincount(self.size_index, minlength=self.num_sizes,
