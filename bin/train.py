@@ -55,9 +55,10 @@ flags.DEFINE_list('candidate_sizes', [str(d) for d in _M.candidate_sizes],
 flags.DEFINE_integer('hidden_units', _M.hidden_units, 'MLP hidden width.')
 flags.DEFINE_float('learning_rate', _M.learning_rate, 'Recommender Adam lr.')
 flags.DEFINE_enum('embedding_storage', _M.embedding_storage,
-                  ['auto', 'dense'],
-                  'auto: ESAPN stores each id at its current size only '
-                  '(pooled); dense: one [num_ids, d_max] table for all.')
+                  ['dense', 'pooled'],
+                  'dense: one [num_ids, d_max] table and Adam moments per '
+                  'side; pooled: ESAPN stores each id at its current size '
+                  'only (training memory follows the live dims).')
 flags.DEFINE_string('method', _S.method,
                     ', '.join(config_lib.METHODS) + ' (README "Methods").')
 flags.DEFINE_integer('fixed_size', _S.fixed_size,

@@ -78,7 +78,7 @@ class SideParamsTest(tf.test.TestCase, parameterized.TestCase):
 class RestoreRunTest(tf.test.TestCase, parameterized.TestCase):
   """`restore_run` rebuilds the storage layout that wrote the checkpoint."""
 
-  @parameterized.named_parameters(('pooled', 'auto', True),
+  @parameterized.named_parameters(('pooled', 'pooled', True),
                                   ('dense', 'dense', False))
   def test_restores_the_layout_of_the_run(self, storage, pooled):
     workdir = os.path.join(self.get_temp_dir(), f'run-{storage}')

@@ -1,6 +1,6 @@
 """ESAPN with pooled storage against the dense layout (issue 12).
 
-The same run (seed, stream, policy) on `--embedding_storage=auto` (pooled,
+The same run (seed, stream, policy) on `--embedding_storage=pooled` (pooled,
 `layers/pooled_embedding.py`) and `dense` must give the same losses and
 predictions to float tolerance, with enlargements into every pool and rows
 freed and reused; and the compact serving export of both is the same.
@@ -56,7 +56,7 @@ class PooledStorageTest(tf.test.TestCase):
     if PooledStorageTest.trainers is not None:
       return  # already run (by the export test)
     dense = _trainer(self.stream, 'dense')
-    pooled = _trainer(self.stream, 'auto')
+    pooled = _trainer(self.stream, 'pooled')
     self.assertIsInstance(pooled.model.item_embedding,
                           pooled_embedding.PooledEmbedding)
     self.assertNotIsInstance(dense.model.item_embedding,

@@ -35,6 +35,9 @@ def _train_command(data_path, workdir):
           f'--flagfile={os.path.join(REPO, "configs", "ml-latest-small-binary.flags")}',
           f'--data_dir={data_path}', '--max_ratings=20000',
           '--checkpoint_every=1', '--log_every_seconds=1000',
+          # Row pools sized from a budget, with re-layouts between steps
+          # (issue 12): the layout with the most state to restore.
+          '--embedding_storage=pooled', '--memory_budget=0.3',
           f'--workdir={workdir}']
 
 
