@@ -54,6 +54,11 @@ flags.DEFINE_list('candidate_sizes', [str(d) for d in _M.candidate_sizes],
                   'Strictly increasing embedding sizes (dimensions).')
 flags.DEFINE_integer('hidden_units', _M.hidden_units, 'MLP hidden width.')
 flags.DEFINE_float('learning_rate', _M.learning_rate, 'Recommender Adam lr.')
+flags.DEFINE_enum('embedding_storage', _M.embedding_storage,
+                  ['dense', 'pooled'],
+                  'dense: one [num_ids, d_max] table and Adam moments per '
+                  'side; pooled: ESAPN stores each id at its current size '
+                  'only (training memory follows the live dims).')
 flags.DEFINE_string('method', _S.method,
                     ', '.join(config_lib.METHODS) + ' (README "Methods").')
 flags.DEFINE_integer('fixed_size', _S.fixed_size,
@@ -186,7 +191,8 @@ def build_config() -> config_lib.ExperimentConfig:
       model=config_lib.ModelConfig(
           task=FLAGS.task, candidate_sizes=sizes,
           hidden_units=FLAGS.hidden_units,
-          learning_rate=FLAGS.learning_rate),
+          learning_rate=FLAGS.learning_rate,
+          embedding_storage=FLAGS.embedding_storage),
       search=config_lib.SearchConfig(
           method=FLAGS.method, fixed_size=FLAGS.fixed_size,
           reward=FLAGS.reward,

@@ -26,6 +26,10 @@ MULTI_SIZE_METHODS = ('esapn', 'darts', 'autoemb', 'mde', 'random',
 BUDGET_METHODS = ('esapn', 'mde', 'random', 'threshold')
 # Methods that mix every size softly (DESIGN.md §4).
 SOFT_METHODS = ('darts', 'autoemb')
+# Methods whose ids, with --embedding_storage=pooled, are stored at their
+# current size only (layers/pooled_embedding.py); the others keep the dense
+# [num_ids, d_max] layout as reference points.
+POOLED_METHODS = ('esapn',)
 REWARDS = ('paired', 'next_appearance', 'paper')
 # Older name of the paper's reward, still accepted.
 REWARD_ALIASES = {'tentative': 'paper'}
@@ -90,9 +94,16 @@ class ModelConfig:
   hidden_units: int = 512  # width of the inference MLP's hidden layer
   learning_rate: float = 1e-3  # for the recommender's Adam
   batch_norm_momentum: float = 0.9  # moving-average momentum of every BN
+  embedding_storage: str = 'dense'  # 'dense': one [num_ids, d_max] table
+  # and moments for every method; 'pooled': ESAPN stores each id at its
+  # current size only (layers/pooled_embedding.py), other methods stay dense.
+  # Dense by default for now: pooled costs 1.29x the CPU on ml-latest-small
+  # (BUILD_NOTES.md, "Row pools")
 
   def __post_init__(self):
     _check_choice('task', self.task, TASKS)
+    _check_choice('embedding_storage', self.embedding_storage,
+                  ('dense', 'pooled'))
     sizes = tuple(self.candidate_sizes)
     object.__setattr__(self, 'candidate_sizes', sizes)
     if not sizes or any(int(d) != d or d < 1 for d in sizes):
@@ -272,6 +283,17 @@ class ExperimentConfig:
     if self.search.method not in MULTI_SIZE_METHODS:
       sizes = (self.search.fixed_size or sizes[-1],)
     return sizes
+
+  @property
+  def pooled_storage(self) -> bool:
+    """Whether the model stores each id at its current size only.
+
+    True for the `POOLED_METHODS` with `embedding_storage='pooled'`; the
+    trainer and `serving/params.restore_run` both build from this, so a
+    checkpoint is restored into the layout that wrote it.
+    """
+    return (self.search.method in POOLED_METHODS and
+            self.model.embedding_storage == 'pooled')
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)

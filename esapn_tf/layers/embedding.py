@@ -94,6 +94,44 @@ class SizedTables(tf.keras.layers.Layer):
     """Overwrites size `k`'s table with float32 `[num_ids, d_k]` values."""
     raise NotImplementedError
 
+  def apply_gradients(self, optimizer, grad, ids: tf.Tensor) -> None:
+    """Row-sparse Adam on the storage from the gradient of one `call`.
+
+    The default for a layout that reads `table_variable` with one gather of
+    the batch's ids (`PooledEmbedding` overrides it).
+
+    Args:
+      optimizer: the `lazy_adam.LazyAdam` over `table_variable`.
+      grad: `tf.IndexedSlices`, the gradient of `table_variable`.
+      ids: int32 `[batch]`, the ids that were gathered.
+    """
+    optimizer.apply_row_gradients(ids, [(grad.values, self.table_variable)],
+                                  count_step=False)
+
+  def reserve(self, headroom=None) -> bool:
+    """Storage upkeep before a step (nothing for the dense layout)."""
+    del headroom
+    return False
+
+  def attach_optimizer(self, optimizer) -> None:
+    """Nothing to do for the dense layout (`PooledEmbedding` keeps it)."""
+    del optimizer
+
+  def storage_bytes(self, slots_per_value: int = 2):
+    """Bytes of the training storage of this side.
+
+    Args:
+      slots_per_value: optimizer slots per stored float (Adam: 2).
+
+    Returns:
+      `{'tables': int, 'slots': int, 'index': int}`: float32 rows, their
+      optimizer moments, and the per-id index (int32 size indices, plus
+      the row index and free-row stacks of a pooled layout).
+    """
+    table = int(tf.size(self.table_variable)) * 4
+    return {'tables': table, 'slots': slots_per_value * table,
+            'index': 4 * self.num_ids}
+
   def size_counts(self) -> tf.Tensor:
     """int32 `[n]`: how many ids sit at each candidate size."""
     return tf.math.bincount(self.size_index, minlength=self.num_sizes,
@@ -136,9 +174,7 @@ class MultiSizeEmbedding(SizedTables):
   """
 
   def build(self, input_shape):
-    self.embeddings = self.add_weight(
-        name='embeddings', shape=(self.num_ids, self.output_dim),
-        initializer=self.embeddings_initializer, trainable=True)
+    self._build_storage()
     self._build_size_index()
     self.lift_kernels = []
     self.lift_biases = []
@@ -154,9 +190,56 @@ class MultiSizeEmbedding(SizedTables):
     self.batch_norm.build((None, self.output_dim))
     super().build(input_shape)
 
+  def _build_storage(self) -> None:
+    """Creates the rows' storage (the dense `embeddings` table here)."""
+    self.embeddings = self.add_weight(
+        name='embeddings', shape=(self.num_ids, self.output_dim),
+        initializer=self.embeddings_initializer, trainable=True)
+
   @property
   def table_variable(self) -> tf.Variable:
     return self.embeddings
+
+  # ---------------------------------------------- the storage interface
+  # What the search, the trials and the export use, whatever the layout
+  # (`pooled_embedding.PooledEmbedding` stores each id at its size only).
+  def gather_rows(self, ids: tf.Tensor) -> tf.Tensor:
+    """float32 `[batch, d_n]`: each id's row in its first `d_s` columns."""
+    return tf.gather(self.embeddings, ids)
+
+  def move_up(self, ids: tf.Tensor, mask: tf.Tensor, rows: tf.Tensor,
+              optimizer=None, moments=None) -> tf.Tensor:
+    """Moves the masked ids one size up with `rows` as their new rows.
+
+    Args:
+      ids: int `[batch]` rows, repeats allowed.
+      mask: bool `[batch]`, the same for every copy of an id.
+      rows: float32 `[batch, d_n]`, the new rows (first `d_{k+1}` columns).
+      optimizer: the `lazy_adam.LazyAdam` whose moments of the new rows are
+        written (zeros, or `moments`), or None.
+      moments: optional (m, v) float32 `[batch, d_n]`.
+
+    Returns:
+      bool `[batch]`: which entries were moved (ids below the largest size).
+    """
+    ids = tf.cast(ids, tf.int32)
+    current = tf.gather(self.size_index, ids)
+    selected = tf.logical_and(mask, current < self.num_sizes - 1)
+    if self.num_sizes == 1:
+      return selected
+    keep = tf.expand_dims(selected, -1)
+    scatter_ids = tf.expand_dims(ids, -1)
+    targets = [(self.embeddings, rows)]
+    if optimizer is not None:
+      if moments is None:
+        moments = (tf.zeros_like(rows), tf.zeros_like(rows))
+      targets += list(zip(optimizer.slots(self.embeddings), moments))
+    for var, value in targets:
+      var.scatter_nd_update(scatter_ids,
+                            tf.where(keep, value, tf.gather(var, ids)))
+    self.size_index.scatter_nd_update(
+        scatter_ids, current + tf.cast(selected, tf.int32))
+    return selected
 
   def table(self, k: int) -> tf.Tensor:
     """Size `k`'s table, float32 `[num_ids, d_k]`: the first `d_k` columns
@@ -180,7 +263,7 @@ class MultiSizeEmbedding(SizedTables):
     Args:
       ids: int `[batch]` rows.
     """
-    return self.lift_rows(tf.gather(self.embeddings, ids),
+    return self.lift_rows(self.gather_rows(ids),
                           tf.gather(self.size_index, ids))
 
   def lift_rows(self, rows: tf.Tensor, size_indices: tf.Tensor) -> tf.Tensor:
@@ -245,7 +328,8 @@ class MultiSizeEmbedding(SizedTables):
     """
     return tf.tanh(self.batch_norm(self.lift(ids), training=training))
 
-  def enlarge(self, ids: tf.Tensor, mask: Optional[tf.Tensor] = None):
+  def enlarge(self, ids: tf.Tensor, mask: Optional[tf.Tensor] = None,
+              optimizer=None):
     """Moves ids one size up with function-preserving initialisation.
 
     For each selected id at size index `k < n-1`, writes
@@ -259,22 +343,16 @@ class MultiSizeEmbedding(SizedTables):
       ids: int `[batch]` rows.
       mask: optional bool `[batch]`; only ids whose mask is True are
         enlarged. All copies of an id must carry the same mask value.
+      optimizer: optional `lazy_adam.LazyAdam`: the new rows' moments start
+        at zero (a new table's row has none).
 
     Returns:
       bool `[batch]`: which entries were actually enlarged.
     """
     ids = tf.cast(ids, tf.int32)
-    current = tf.gather(self.size_index, ids)
-    selected = current < self.num_sizes - 1
-    if mask is not None:
-      selected = tf.logical_and(selected, mask)
-    if self.num_sizes == 1:
-      return selected
-    scatter_ids = tf.expand_dims(ids, -1)
-    rows = tf.gather(self.embeddings, ids)
-    new = tf.where(tf.expand_dims(selected, -1),
-                   self.next_size_rows(rows, current), rows)
-    self.embeddings.scatter_nd_update(scatter_ids, new)
-    self.size_index.scatter_nd_update(
-        scatter_ids, current + tf.cast(selected, tf.int32))
-    return selected
+    if mask is None:
+      mask = tf.ones_like(ids, tf.bool)
+    rows = self.gather_rows(ids)
+    return self.move_up(
+        ids, mask, self.next_size_rows(rows, tf.gather(self.size_index, ids)),
+        optimizer)

@@ -35,3 +35,39 @@ def memory_table(size_indices: np.ndarray,
       'fixed_dims': fixed,
       'ratio': total / fixed if fixed else 0.0,
   }
+
+
+def train_state_bytes(layers: Sequence[Any], reference_size: int,
+                      slots_per_value: int = 2) -> Dict[str, Any]:
+  """Bytes of the embedding storage while training, against FIXED's.
+
+  Counted, per side: the float32 rows (`tables`), their optimizer moments
+  (`slots`, Adam: 2 per float) and the per-id index (`index`: int32 size
+  index, and for a pooled layout the int32 row index, the free-row stacks
+  and the per-pool counters), from each layer's `storage_bytes`. Not
+  counted: the MLP, the search's per-id state (loss histories, pending
+  decisions, trial rows) and the id map.
+
+  Args:
+    layers: the sides' embedding layers (`storage_bytes()`, `num_ids`).
+    reference_size: the FIXED size the ratio is taken against (dims).
+    slots_per_value: optimizer slots per stored float.
+
+  Returns:
+    `{'tables': int, 'slots': int, 'index': int, 'total': int,
+      'fixed_total': int, 'ratio': float}`: sums over the sides;
+    `fixed_total = sum_sides num_ids x reference_size x 4 x (1 +
+    slots_per_value)` (FIXED's rows and moments, 1,536 bytes per id at 128
+    with Adam) and `ratio = total / fixed_total`.
+  """
+  out = {'tables': 0, 'slots': 0, 'index': 0}
+  fixed = 0
+  for layer in layers:
+    for key, value in layer.storage_bytes(slots_per_value).items():
+      out[key] += int(value)
+    fixed += int(layer.num_ids) * int(reference_size) * 4 * (
+        1 + slots_per_value)
+  out['total'] = out['tables'] + out['slots'] + out['index']
+  out['fixed_total'] = fixed
+  out['ratio'] = out['total'] / fixed if fixed else 0.0
+  return out

@@ -10,7 +10,9 @@ from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
+from esapn_tf import config as config_lib
 from esapn_tf.layers import embedding
+from esapn_tf.layers import pooled_embedding
 from esapn_tf.layers import soft_embedding
 
 TASK_OUTPUTS = {'binary': 1, 'multiclass': 5}
@@ -36,6 +38,12 @@ class Recommender(tf.keras.Model):
                hidden_units: int = 512,
                batch_norm_momentum: float = 0.9,
                soft_sizes: bool = False,
+               pooled: bool = False,
+               user_budget: float = 0.0,
+               item_budget: float = 0.0,
+               headroom: int = 512,
+               user_step_dims: float = 0.0,
+               item_step_dims: float = 0.0,
                **kwargs):
     """Creates the model.
 
@@ -47,6 +55,16 @@ class Recommender(tf.keras.Model):
       hidden_units: width of the hidden layer.
       batch_norm_momentum: momentum of every BN's moving statistics.
       soft_sizes: use `SoftSizeEmbedding` (soft mixture of sizes).
+      pooled: store each id at its current size only
+        (`pooled_embedding.PooledEmbedding`; not with `soft_sizes`).
+      user_budget: pooled only: the user side's memory budget (share of
+        FIXED-`d_n` dims, 0 = none), which sizes its arena up front.
+      item_budget: the same for the item side.
+      headroom: pooled only: the most ids of a side one step can move (the
+        batch size).
+      user_step_dims: pooled with a budget: the dims the budget's pace adds
+        per step on the user side (sizes the arena's slack; 0 = unknown).
+      item_step_dims: the same for the item side.
       **kwargs: passed to `tf.keras.Model`.
 
     Raises:
@@ -63,14 +81,32 @@ class Recommender(tf.keras.Model):
     self.hidden_units = int(hidden_units)
     self.batch_norm_momentum = float(batch_norm_momentum)
     self.soft_sizes = bool(soft_sizes)
+    self.pooled = bool(pooled)
+    self.user_budget = float(user_budget)
+    self.item_budget = float(item_budget)
+    self.headroom = int(headroom)
+    self.user_step_dims = float(user_step_dims)
+    self.item_step_dims = float(item_step_dims)
+    if self.pooled and self.soft_sizes:
+      raise ValueError('pooled storage holds one size per id; it cannot be '
+                       'combined with soft_sizes.')
     layer = (soft_embedding.SoftSizeEmbedding if self.soft_sizes else
              embedding.MultiSizeEmbedding)
+    extra = {}
+    if self.pooled:
+      layer = pooled_embedding.PooledEmbedding
+      extra = {side: {'budget': getattr(self, f'{side}_budget'),
+                      'headroom': self.headroom,
+                      'step_dims': getattr(self, f'{side}_step_dims')}
+               for side in ('user', 'item')}
     self.user_embedding = layer(
         num_users, self.candidate_sizes,
-        batch_norm_momentum=batch_norm_momentum, name='user_embedding')
+        batch_norm_momentum=batch_norm_momentum, name='user_embedding',
+        **extra.get('user', {}))
     self.item_embedding = layer(
         num_items, self.candidate_sizes,
-        batch_norm_momentum=batch_norm_momentum, name='item_embedding')
+        batch_norm_momentum=batch_norm_momentum, name='item_embedding',
+        **extra.get('item', {}))
     self.input_norm = tf.keras.layers.BatchNormalization(
         momentum=batch_norm_momentum, name='input_norm')
     self.hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
@@ -136,8 +172,57 @@ class Recommender(tf.keras.Model):
         'hidden_units': self.hidden_units,
         'batch_norm_momentum': self.batch_norm_momentum,
         'soft_sizes': self.soft_sizes,
+        'pooled': self.pooled,
+        'user_budget': self.user_budget,
+        'item_budget': self.item_budget,
+        'headroom': self.headroom,
+        'user_step_dims': self.user_step_dims,
+        'item_step_dims': self.item_step_dims,
         'name': self.name,
     }
+
+
+def from_config(cfg: config_lib.ExperimentConfig, num_users: int,
+                num_items: int, soft_sizes: bool = False,
+                learned_examples: int = 0) -> Recommender:
+  """The run's model, built (`build_all`), as `cfg` lays its storage out.
+
+  The trainer and `serving/params.restore_run` both call this, so a
+  checkpoint is restored into the layout that wrote it (pooled for
+  `cfg.pooled_storage`, with the same budgets and headroom).
+
+  Args:
+    cfg: the run's config.
+    num_users: rows of the user side (ids seen).
+    num_items: rows of the item side.
+    soft_sizes: the method mixes every size softly (DARTS, AutoEmb).
+    learned_examples: examples the run learns from (0: unknown). With a
+      budget, the pace adds `(B - d_0 / d_n) x num_ids x d_n x batch /
+      learned_examples` dims per step (`search/rewards.MemoryCost.target`),
+      which sizes the pooled arena's slack.
+
+  Returns:
+    A built `Recommender`.
+  """
+  sizes = cfg.embedding_sizes
+  step_dims = {}
+  for side, num_ids in (('user', num_users), ('item', num_items)):
+    budget = cfg.search.budget(side)
+    step_dims[side] = 0.0
+    if budget and learned_examples:
+      step_dims[side] = (max(budget - sizes[0] / sizes[-1], 0.0) * num_ids *
+                         sizes[-1] * cfg.train.batch_size / learned_examples)
+  model = Recommender(
+      num_users, num_items, cfg.embedding_sizes, task=cfg.model.task,
+      hidden_units=cfg.model.hidden_units,
+      batch_norm_momentum=cfg.model.batch_norm_momentum,
+      soft_sizes=soft_sizes, pooled=cfg.pooled_storage,
+      user_budget=cfg.search.budget('user'),
+      item_budget=cfg.search.budget('item'),
+      headroom=cfg.train.batch_size, user_step_dims=step_dims['user'],
+      item_step_dims=step_dims['item'])
+  model.build_all()
+  return model
 
 
 def per_example_loss(task: str, labels: tf.Tensor,

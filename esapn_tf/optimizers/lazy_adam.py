@@ -94,8 +94,12 @@ class LazyAdam(tf.Module):
     self.v: List[tf.Variable] = []
     for var in variables:
       base = var.name.split(':')[0].replace('/', '_')
-      m = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_m')
-      v = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_v')
+      # `shape=var.shape`: a variable whose leading dimension may change
+      # (a pooled arena, `layers/pooled_embedding.py`) gets slots that can.
+      m = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_m',
+                      shape=var.shape)
+      v = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_v',
+                      shape=var.shape)
       self.m.append(m)
       self.v.append(v)
       self._slot_index[id(var)] = len(self.m) - 1
@@ -170,6 +174,45 @@ class LazyAdam(tf.Module):
     rows, order, segment, valid = _row_segments(ids)
     for grad, var in grads_and_vars:
       self._sparse_update(var, lr, rows, order, segment, valid, grad)
+
+  def apply_block_gradients(self, ids: tf.Tensor, blocks: tf.Tensor,
+                            values: tf.Tensor, var: tf.Variable,
+                            sink: tf.Tensor, count_step: bool = False
+                            ) -> None:
+    """Adam on rows stored as blocks of `var` (a pooled arena).
+
+    Each id's row is the blocks `blocks[i]` of `var` (`[num_blocks, g]`);
+    copies of an id share them. The gradients of the copies are summed and
+    each distinct row gets exactly `_sparse_update`'s Adam step, block by
+    block; entries at the `sink` block are not updated.
+
+    Args:
+      ids: int `[batch]`, the ids (copies share a row).
+      blocks: int32 `[batch, w]`, each entry's row blocks, `sink` for unused.
+      values: float32 `[batch, w, g]` gradients aligned with `blocks`.
+      var: the arena, float32 `[num_blocks, g]`.
+      sink: int32 scalar, the sink block.
+      count_step: advance `iterations` first.
+    """
+    lr = self._learning_rate(count_step)
+    b1, b2 = self.beta_1, self.beta_2
+    m, v = self.slots(var)
+    n = tf.shape(ids)[0]
+    _, order, segment, valid = _row_segments(ids)
+    g = tf.math.unsorted_segment_sum(tf.gather(values, order), segment, n)
+    rows = tf.math.unsorted_segment_max(tf.gather(blocks, order), segment, n)
+    used = tf.logical_and(valid[:, tf.newaxis], tf.not_equal(rows, sink))
+    rows = tf.where(used, rows, sink)
+    mask = tf.cast(used[..., tf.newaxis], g.dtype)
+    m_rows = tf.gather(m, rows)
+    v_rows = tf.gather(v, rows)
+    index = rows[..., tf.newaxis]
+    m_new = b1 * m_rows + (1.0 - b1) * g
+    v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
+    m.scatter_nd_add(index, mask * (m_new - m_rows))
+    v.scatter_nd_add(index, mask * (v_new - v_rows))
+    var.scatter_nd_add(index,
+                       -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
 
   def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor,
                                                           tf.Variable]],

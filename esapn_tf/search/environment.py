@@ -275,21 +275,18 @@ class SearchCore(tf.Module):
       dict of float32 `[batch]`: 'loss' and 'correct' (before the step, BN in
       training mode), and bool `[batch]` 'user_enlarged'/'item_enlarged'.
     """
+    # An enlarged row is a new table's row: Adam starts it afresh.
+    adam = (self.optimizer if isinstance(self.optimizer, lazy_adam.LazyAdam)
+            else None)
     before = {side: tf.gather(self.embeddings[side].size_index, batch[side])
               for side in SIDES}
     user_enlarged = self.model.user_embedding.enlarge(batch['user'],
-                                                      user_enlarge)
+                                                      user_enlarge, adam)
     item_enlarged = self.model.item_embedding.enlarge(batch['item'],
-                                                      item_enlarge)
+                                                      item_enlarge, adam)
     for side, enlarged in (('user', user_enlarged), ('item', item_enlarged)):
       self.size_counts.move(side, batch[side], before[side],
                             before[side] + tf.cast(enlarged, tf.int32))
-    if isinstance(self.optimizer, lazy_adam.LazyAdam):
-      # An enlarged row is a new table's row: Adam starts it afresh.
-      for side, enlarged in (('user', user_enlarged),
-                             ('item', item_enlarged)):
-        self.optimizer.reset_rows(self.embeddings[side].table_variable,
-                                  batch[side], enlarged)
     with tf.GradientTape() as tape:
       logits = self.model(batch, training=True)
       losses = recommender.per_example_loss(self.task, batch['label'], logits)
@@ -335,7 +332,8 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
   """One optimizer step of the recommender on `loss`.
 
   With `lazy_adam.LazyAdam`, each side's `table_variable` (read with one
-  gather of the batch's ids) gets one row-sparse update. Any other
+  gather of the batch's ids) gets one row-sparse update, through the
+  layer's storage (`apply_gradients`: dense table or pooled arena). Any other
   optimizer gets the plain `apply_gradients`.
 
   Args:
@@ -354,9 +352,8 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     return
   n = len(dense_variables)
   optimizer.apply_gradients(zip(grads[:n], dense_variables))
-  for side, grad, table in zip(SIDES, grads[n:], tables):
-    optimizer.apply_row_gradients(batch[side], [(grad.values, table)],
-                                  count_step=False)
+  for side, grad in zip(SIDES, grads[n:]):
+    embeddings[side].apply_gradients(optimizer, grad, batch[side])
 
 
 def any_per_id(ids: tf.Tensor, flags: tf.Tensor,

@@ -55,7 +55,7 @@ class TrialPool(tf.Module):
   Variables (`C` = capacity, the last row of each a sink):
     owner: int32 `[C + 1]`, the id under trial in each slot, -1 when free.
     rows: float32 `[C + 1, d_n]`, the shadow rows, at the owner's size
-      index + 1 (layout of `MultiSizeEmbedding.embeddings`).
+      index + 1 (layout of `MultiSizeEmbedding.gather_rows`).
     appearances: int32 `[C + 1]`, examples scored so far in the trial.
     updates: int32 `[C + 1]`, batches whose gradient the shadow took.
     benefit_sum: float32 `[C + 1]`, sum of `L_real - L_shadow` over them.
@@ -220,7 +220,7 @@ def last_in_slot(frequency: tf.Tensor, slot: tf.Tensor,
 
 def adopt(pool: TrialPool, optimizer: lazy_adam.LazyAdam,
           shadow_optimizer: lazy_adam.LazyAdam, ids: tf.Tensor,
-          slot: tf.Tensor, chosen: tf.Tensor) -> None:
+          slot: tf.Tensor, chosen: tf.Tensor) -> tf.Tensor:
   """Enlarges the `chosen` ids by taking over their trained shadow rows.
 
   Row, size index (+1) and both Adam moments come from the shadow. Every
@@ -233,18 +233,15 @@ def adopt(pool: TrialPool, optimizer: lazy_adam.LazyAdam,
     ids: int32 `[batch]` rows.
     slot: int32 `[batch]` from `TrialPool.trial_slot`.
     chosen: bool `[batch]`.
+
+  Returns:
+    bool `[batch]`: the ids enlarged (a pooled layout refuses an
+    enlargement into a full pool, `layers/pooled_embedding.py`).
   """
-  layer = pool.layer
-  rows = tf.expand_dims(ids, -1)
-  keep = tf.expand_dims(chosen, -1)
-  table = layer.table_variable
-  pairs = [(table, pool.rows)]
-  pairs += list(zip(optimizer.slots(table), shadow_optimizer.slots(pool.rows)))
-  for target, source in pairs:
-    target.scatter_nd_update(rows, tf.where(keep, tf.gather(source, slot),
-                                            tf.gather(target, ids)))
-  layer.size_index.scatter_nd_update(
-      rows, tf.gather(layer.size_index, ids) + tf.cast(chosen, tf.int32))
+  m, v = shadow_optimizer.slots(pool.rows)
+  return pool.layer.move_up(ids, chosen, tf.gather(pool.rows, slot),
+                            optimizer, (tf.gather(m, slot),
+                                        tf.gather(v, slot)))
 
 
 def free(pool: TrialPool, slot: tf.Tensor, resolved: tf.Tensor) -> None:
@@ -288,7 +285,7 @@ def start(pool: TrialPool, shadow_optimizer: lazy_adam.LazyAdam,
   n = tf.shape(ids)[:1]
   pool.owner.scatter_nd_update(target, tf.where(won, ids, -1))
   pool.rows.scatter_nd_update(
-      target, layer.next_size_rows(tf.gather(layer.embeddings, ids), size))
+      target, layer.next_size_rows(layer.gather_rows(ids), size))
   pool.appearances.scatter_nd_update(target, tf.zeros(n, tf.int32))
   pool.updates.scatter_nd_update(target, tf.zeros(n, tf.int32))
   pool.benefit_sum.scatter_nd_update(target, tf.zeros(n))

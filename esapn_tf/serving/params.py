@@ -181,11 +181,8 @@ def restore_run(workdir: str) -> RestoredRun:
           f'the checkpoint {checkpoint!r} has no raw-id vocabularies (written '
           'by an older version); train the run again to export it')
     vocab[side] = np.asarray(reader.get_tensor(key), np.int64)
-  model = recommender.Recommender(
-      len(vocab['user']), len(vocab['item']), cfg.embedding_sizes,
-      task=cfg.model.task, hidden_units=cfg.model.hidden_units,
-      batch_norm_momentum=cfg.model.batch_norm_momentum)
-  model.build_all()
+  # The layout that wrote the checkpoint (pooled for ESAPN by default).
+  model = recommender.from_config(cfg, len(vocab['user']), len(vocab['item']))
   try:
     status = tf.train.Checkpoint(model=model).restore(checkpoint)
     status.expect_partial().assert_existing_objects_matched()

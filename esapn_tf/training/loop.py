@@ -214,6 +214,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       'test': metrics['test'],
       'train': metrics['train'],
       'memory': trainer.memory(),
+      'train_state_bytes': trainer.train_state_bytes(),
       # policy_enlarge_probability, policy_diagnostics, memory_cost (the
       # final lambda per side), method_parameters: `Method.results`.
       **trainer.method.results(),

@@ -16,6 +16,7 @@ import tensorflow as tf
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.layers import memory
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import diagnostics
@@ -78,14 +79,15 @@ class Trainer:
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
-    self.model = recommender.Recommender(
-        s.num_users, s.num_items, sizes, task=cfg.model.task,
-        hidden_units=cfg.model.hidden_units,
-        batch_norm_momentum=cfg.model.batch_norm_momentum,
-        soft_sizes=method_class.soft_sizes)
-    self.model.build_all()
+    learned = (s.num_examples if cfg.train.test_mode == 'prequential' else
+               s.num_train)
+    self.model = recommender.from_config(
+        cfg, s.num_users, s.num_items, soft_sizes=method_class.soft_sizes,
+        learned_examples=learned)
     self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
                                         cfg.model.learning_rate)
+    for layer in (self.model.user_embedding, self.model.item_embedding):
+      layer.attach_optimizer(self.optimizer)
     self.core = method_class.make_core(self.model, self.optimizer, cfg)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     # Where the run is and what it has counted (restored on resume).
@@ -161,6 +163,8 @@ class Trainer:
     Returns:
       `_learn`'s outputs.
     """
+    for side in SIDES:  # storage upkeep outside the compiled step
+      self.core.embeddings[side].reserve()
     if (self._learn_compiled is not None and
         int(batch['user'].shape[0]) == self.cfg.train.batch_size):
       return self._learn_compiled(batch)
@@ -295,6 +299,13 @@ class Trainer:
   def memory(self) -> Dict[str, Any]:
     """The memory table per side (DESIGN.md §5; `Method.memory`)."""
     return self.method.memory()
+
+  def train_state_bytes(self) -> Dict[str, Any]:
+    """Embedding storage bytes now, both sides (`memory.train_state_bytes`),
+    against FIXED at the largest candidate size."""
+    return memory.train_state_bytes(
+        [self.model.user_embedding, self.model.item_embedding],
+        self.cfg.model.candidate_sizes[-1])
 
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,

@@ -19,6 +19,9 @@ RESUMABLE_CHANGES = ('train.log_every_seconds', 'train.checkpoint_every',
 # (`trainer.resolve_jit_compile`); the other fields pin the data, so a
 # recorded decision matches a new None.
 AUTO_FIELDS = ('train.jit_compile',)
+# Fields added after runs were written: a config.json without one ran with
+# this value.
+ADDED_FIELDS = {'model.embedding_storage': 'dense'}
 
 
 def latest_checkpoint_present(workdir: str) -> bool:
@@ -46,6 +49,9 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any]
                        ) -> List[Tuple[str, Any, Any]]:
   """(field, old value, new value) for each field that matters and differs."""
   a, b = _flatten(old), _flatten(new)
+  for k, value in ADDED_FIELDS.items():
+    a.setdefault(k, value)
+    b.setdefault(k, value)
   return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
           if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and
           not (k in AUTO_FIELDS and b.get(k) is None)]

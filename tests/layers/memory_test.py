@@ -4,7 +4,9 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from esapn_tf.layers import embedding
 from esapn_tf.layers import memory
+from esapn_tf.layers import pooled_embedding
 
 
 class MemoryTableTest(tf.test.TestCase, parameterized.TestCase):
@@ -44,6 +46,30 @@ class MemoryTableTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(table['counts'], {'2': 0, '4': 0})
     self.assertEqual(table['fixed_dims'], 0)
     self.assertEqual(table['ratio'], 0.0)
+
+
+class TrainStateBytesTest(tf.test.TestCase):
+
+  def test_dense_fixed_layout_is_the_reference(self):
+    """FIXED-8 (dense, one size): rows + 2 moments = the reference, plus
+    its 4-byte size index per id."""
+    layer = embedding.MultiSizeEmbedding(10, (8,))
+    layer.build(None)
+    out = memory.train_state_bytes([layer, layer], 8)
+    self.assertEqual(out['fixed_total'], 2 * 10 * 8 * 4 * 3)
+    self.assertEqual(out['tables'] + out['slots'], out['fixed_total'])
+    self.assertEqual(out['total'], out['fixed_total'] + 2 * 40)
+
+  def test_pooled_budget_is_about_the_budget(self):
+    """B = 0.25 of FIXED-8 on 100 ids: 131 blocks of 2 floats (see
+    pooled_embedding_test) x 3, against 100 x 8 x 12 bytes."""
+    layer = pooled_embedding.PooledEmbedding(100, (2, 4, 8), budget=0.25,
+                                             headroom=5)
+    layer.build(None)
+    out = memory.train_state_bytes([layer], 8)
+    self.assertEqual(out['tables'] + out['slots'], 131 * 2 * 4 * 3)
+    self.assertAllClose(out['ratio'],
+                        (131 * 24 + out['index']) / 9600.0)
 
 
 if __name__ == '__main__':

@@ -1,11 +1,16 @@
 """Known answers for esapn_tf.serving.params: the compact serving layout."""
 
+import os
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from esapn_tf import config
 from esapn_tf.layers import embedding
+from esapn_tf.layers import pooled_embedding
 from esapn_tf.serving import params
+from esapn_tf.training import loop
 
 
 def _side_layer(sizes, num_ids, size_index, seed=0):
@@ -68,6 +73,42 @@ class SideParamsTest(tf.test.TestCase, parameterized.TestCase):
     layer = _side_layer((2, 4), 3, [0, 1, 0])
     with self.assertRaisesRegex(ValueError, 'unique'):
       params.side_params(layer, np.array([1, 1, 2]))
+
+
+class RestoreRunTest(tf.test.TestCase, parameterized.TestCase):
+  """`restore_run` rebuilds the storage layout that wrote the checkpoint."""
+
+  @parameterized.named_parameters(('pooled', 'pooled', True),
+                                  ('dense', 'dense', False))
+  def test_restores_the_layout_of_the_run(self, storage, pooled):
+    workdir = os.path.join(self.get_temp_dir(), f'run-{storage}')
+    cfg = config.ExperimentConfig(
+        data=config.DataConfig(synthetic_num_ratings=2000),
+        model=config.ModelConfig(candidate_sizes=(2, 4, 8), hidden_units=8,
+                                 embedding_storage=storage),
+        search=config.SearchConfig(policy_hidden_units=8),
+        train=config.TrainConfig(batch_size=100, jit_compile=False))
+    loop.run_experiment(cfg, workdir, verbose=False)
+    run = params.restore_run(workdir)
+    reader = tf.train.load_checkpoint(run.checkpoint)
+    for side in params.SIDES:
+      layer = run.embedding(side)
+      self.assertEqual(
+          isinstance(layer, pooled_embedding.PooledEmbedding), pooled)
+      # A variable is saved under its first path in the object graph.
+      key = [k for k in reader.get_variable_to_shape_map()
+             if k.endswith('size_index/.ATTRIBUTES/VARIABLE_VALUE') and
+             k.split('/')[0] in ('model', f'{side}_trials') and
+             side in k.split('/')[0] + k.split('/')[1]][0]
+      self.assertAllEqual(layer.size_index, reader.get_tensor(key))
+      if pooled:  # the restored index and pools agree
+        self.assertAllEqual(
+            np.bincount(layer.size_index.numpy(), minlength=3),
+            layer.counts)
+    compact = params.compact_params(run.model, run.vocab)
+    self.assertEqual(compact.item.live_dims,
+                     int(np.sum(np.take((2, 4, 8),
+                                        run.model.item_embedding.size_index))))
 
 
 if __name__ == '__main__':

@@ -35,6 +35,9 @@ def _train_command(data_path, workdir):
           f'--flagfile={os.path.join(REPO, "configs", "ml-latest-small-binary.flags")}',
           f'--data_dir={data_path}', '--max_ratings=20000',
           '--checkpoint_every=1', '--log_every_seconds=1000',
+          # Row pools sized from a budget, with re-layouts between steps
+          # (issue 12): the layout with the most state to restore.
+          '--embedding_storage=pooled', '--memory_budget=0.3',
           f'--workdir={workdir}']
 
 
@@ -53,10 +56,17 @@ def _checkpoint_step(workdir):
 
 
 def _size_indices(workdir):
+  """Both sides' size indices and, for a pooled layout, row index and pools.
+
+  A variable is saved under its first path in the object graph (the item
+  side's under `item_trials/layer/`), so every prefix is read.
+  """
   reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints'))
+  fields = ('size_index', 'start_block', 'num_free', 'counts')
   names = [n for n in reader.get_variable_to_shape_map()
-           if n.startswith('model/') and 'size_index' in n and
-           'OPTIMIZER' not in n]
+           if 'OPTIMIZER' not in n and n.count('/') >= 2 and
+           n.split('/')[-3] in fields]
+  assert sum('size_index' in n for n in names) == 2, names
   return {n: reader.get_tensor(n).tolist() for n in sorted(names)}
 
 

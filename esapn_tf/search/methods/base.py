@@ -156,8 +156,7 @@ def enlarge_and_reset(core, optimizer, side: str, ids: tf.Tensor,
   """
   emb = core.embeddings[side]
   before = tf.gather(emb.size_index, ids)
-  enlarged = emb.enlarge(ids, mask)
-  optimizer.reset_rows(emb.table_variable, ids, enlarged)
+  enlarged = emb.enlarge(ids, mask, optimizer)
   core.size_counts.move(side, ids, before,
                         before + tf.cast(enlarged, tf.int32))
   return enlarged

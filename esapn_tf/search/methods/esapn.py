@@ -281,12 +281,13 @@ class Esapn(base.Method):
                                     weight)
       wants = tf.logical_and(decide, tf.equal(greedy, agent_lib.ENLARGE))
       allowed = cost.allow(wants, size, progress)
-      cost.record(allowed, size)
+      chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
+      # A pooled layout may refuse (a full pool): count what happened.
+      chosen = trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer,
+                            ids, slot, chosen)
+      cost.record(tf.logical_and(allowed, chosen), size)
       cost.update(progress, tf.reduce_sum(
           tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
-      chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
-      trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer, ids, slot,
-                   chosen)
       self.core.size_counts.move(side, ids, size,
                                  size + tf.cast(chosen, tf.int32))
       trials.free(pool, slot, resolving)
