@@ -23,7 +23,6 @@ the comparison. Outputs in the workdir (`pareto_report`): `pareto.md` and
 
 import dataclasses
 import os
-import platform
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -237,14 +236,10 @@ def run_pareto(base: config_lib.ExperimentConfig, workdir: str,
   sizes = base.model.candidate_sizes
   smallest_share = sizes[0] / sizes[-1]
   files.make_folder(workdir)
-  meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
-          'tasks': list(tasks), 'methods': list(methods),
-          'budgets': list(budgets), 'num_seeds': num_seeds,
-          'fixed_size': base.search.fixed_size or sizes[-1],
-          'command': command, 'machine': platform.node(),
-          'cpu_count': os.cpu_count(),
-          'started_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-          'wall_seconds': 0.0}
+  meta = runner.run_meta(base, tasks, methods, num_seeds,
+                         budgets=list(budgets),
+                         fixed_size=base.search.fixed_size or sizes[-1],
+                         command=command)
   start = time.perf_counter()
 
   def write_report():

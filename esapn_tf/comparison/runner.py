@@ -205,6 +205,24 @@ def check_data(base: config_lib.ExperimentConfig) -> None:
                           d.tfds_download)
 
 
+def run_meta(base: config_lib.ExperimentConfig, tasks: Sequence[str],
+             methods: Sequence[str], num_seeds: int,
+             **extra: Any) -> Dict[str, Any]:
+  """The report's description of a grid of runs, before any runs.
+
+  Returns:
+    `{'dataset', 'data_dir', 'tasks', 'methods', 'num_seeds', **extra,
+    'machine', 'cpu_count', 'started_utc', 'wall_seconds': 0.0}`; the
+    runner sets `wall_seconds` each time it writes the report.
+  """
+  return {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
+          'tasks': list(tasks), 'methods': list(methods),
+          'num_seeds': num_seeds, **extra, 'machine': platform.node(),
+          'cpu_count': os.cpu_count(),
+          'started_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+          'wall_seconds': 0.0}
+
+
 def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
                    methods: Sequence[str], tasks: Sequence[str],
                    num_seeds: int, run_fn: Optional[RunFn] = None,
@@ -240,12 +258,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   out = out or sys.stdout
   cells = plan_cells(workdir, tasks, methods, num_seeds)
   files.make_folder(workdir)
-  meta = {'dataset': base.data.dataset, 'data_dir': base.data.data_dir,
-          'tasks': list(tasks), 'methods': list(methods),
-          'num_seeds': num_seeds, 'machine': platform.node(),
-          'cpu_count': os.cpu_count(),
-          'started_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-          'wall_seconds': 0.0}
+  meta = run_meta(base, tasks, methods, num_seeds)
   start = time.perf_counter()
 
   def write_report():
