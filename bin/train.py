@@ -154,6 +154,16 @@ flags.DEFINE_bool('restart', False,
                   'resuming it (it is moved to previous/).')
 flags.DEFINE_integer('summary_every', _T.summary_every,
                      'Steps between TensorBoard summaries.')
+flags.DEFINE_enum('distribution', _T.distribution,
+                  list(config_lib.DISTRIBUTIONS),
+                  'none: this process trains. parameter_server: this process '
+                  'is the chief of a cluster read from TF_CONFIG; the steps '
+                  'run on its workers, the per-id tables are sharded over '
+                  'its ps tasks (README, "Training on a cluster"; '
+                  'bin/local_cluster.py starts one on localhost).')
+flags.DEFINE_integer('num_shards', _T.num_shards,
+                     'With --distribution=parameter_server: shards per '
+                     'per-id table (0 = one per ps task).')
 flags.DEFINE_float('log_every_seconds', _T.log_every_seconds,
                    'Seconds between progress lines.')
 FLAGS = flags.FLAGS
@@ -218,7 +228,8 @@ def build_config() -> config_lib.ExperimentConfig:
           deterministic=FLAGS.deterministic,
           checkpoint_every=FLAGS.checkpoint_every,
           summary_every=FLAGS.summary_every,
-          log_every_seconds=FLAGS.log_every_seconds))
+          log_every_seconds=FLAGS.log_every_seconds,
+          distribution=FLAGS.distribution, num_shards=FLAGS.num_shards))
 
 
 # Flags that only some methods read: a note when another method is chosen.

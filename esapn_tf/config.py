@@ -36,6 +36,13 @@ REWARD_ALIASES = {'tentative': 'paper'}
 DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
             'ml-latest-small')
 PAPER_CANDIDATE_SIZES = (2, 4, 8, 16, 64, 128)
+# 'none': one process; 'parameter_server': tf.distribute's parameter-server
+# training, the cluster read from TF_CONFIG (README, "Training on a cluster").
+DISTRIBUTIONS = ('none', 'parameter_server')
+# Methods whose step runs on parameter-server workers: their whole step is
+# one tf.function over the batch (no eager work with the batch before it,
+# no per-size slices of a sharded table).
+DISTRIBUTED_METHODS = ('esapn', 'fixed', 'mde', 'random', 'threshold')
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -225,6 +232,11 @@ class TrainConfig:
   checkpoint_every: int = 500  # steps between checkpoints; 0 = only at end
   summary_every: int = 10  # steps between TensorBoard scalars
   log_every_seconds: float = 10.0  # seconds between progress lines
+  # Where the step runs: 'none' (this process) or 'parameter_server'
+  # (workers of a cluster from TF_CONFIG; per-id tables on the ps tasks).
+  distribution: str = 'none'
+  # Shards of every per-id table under 'parameter_server'; 0 = one per ps.
+  num_shards: int = 0
 
   def __post_init__(self):
     if self.batch_size < 2:
@@ -245,6 +257,13 @@ class TrainConfig:
     if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
       _fail('jit_compile', self.jit_compile,
             'use true, false or auto (None: decided from the stream length)')
+    _check_choice('distribution', self.distribution, DISTRIBUTIONS)
+    _check_range('num_shards', self.num_shards, 0, 1_000_000)
+    if self.distribution != 'none' and self.jit_compile:
+      _fail('jit_compile', self.jit_compile,
+            f'XLA cannot compile a step whose variables live on parameter '
+            f'servers; use --jit_compile=auto or false with '
+            f'--distribution={self.distribution}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +276,23 @@ class ExperimentConfig:
 
   def __post_init__(self):
     sizes = self.model.candidate_sizes
+    if self.train.distribution != 'none':
+      if self.search.method not in DISTRIBUTED_METHODS:
+        _fail('method', self.search.method,
+              f'--distribution={self.train.distribution} runs '
+              f'{", ".join(DISTRIBUTED_METHODS)}; train '
+              f'{self.search.method} with --distribution=none')
+      if self.search.method == 'esapn' and self.search.reward == 'paper':
+        _fail('reward', self.search.reward,
+              'the paper\'s reward scores the batch before the current one '
+              'in a separate eager step; use --reward=paired or '
+              'next_appearance with --distribution='
+              f'{self.train.distribution}')
+      if self.model.embedding_storage != 'dense':
+        _fail('embedding_storage', self.model.embedding_storage,
+              'pooled rows are re-laid out between steps on one machine; '
+              'use --embedding_storage=dense with --distribution='
+              f'{self.train.distribution}')
     if self.search.method in ('fixed', 'pruned') and (
         self.search.fixed_size not in (0,) + sizes):
       _fail('fixed_size', self.search.fixed_size,

@@ -26,6 +26,8 @@ SLOW = (
     'tests/comparison/isolated_test.py',  # Runs in subprocesses.
     'tests/comparison/report_test.py::PlotsTest::test_plots_are_png',
     'tests/data/malformed_test.py::TrainScriptTest',
+    # Starts a real TensorFlow server in bin/cluster_task.py.
+    'tests/distribute/cluster_test.py::ClusterTaskScriptTest::test_worker_',
     'tests/init_test.py::KerasGuardTest',  # A Python per case.
     'tests/models/recommender_test.py::RecommenderTest::test_config_round_'
     'trip_and_saved_model',

@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
+from esapn_tf.distribute import sharding
+
 
 class SizedTables(tf.keras.layers.Layer):
   """Base of the embedding layers: one table per candidate size, per id.
@@ -72,9 +74,10 @@ class SizedTables(tf.keras.layers.Layer):
     return self.candidate_sizes[-1]
 
   def _build_size_index(self) -> None:
-    self.size_index = self.add_weight(
-        name='size_index', shape=(self.num_ids,), dtype=tf.int32,
-        initializer='zeros', trainable=False)
+    with sharding.per_id_tables():
+      self.size_index = self.add_weight(
+          name='size_index', shape=(self.num_ids,), dtype=tf.int32,
+          initializer='zeros', trainable=False)
 
   @property
   def table_variable(self) -> tf.Variable:
@@ -105,6 +108,12 @@ class SizedTables(tf.keras.layers.Layer):
       grad: `tf.IndexedSlices`, the gradient of `table_variable`.
       ids: int32 `[batch]`, the ids that were gathered.
     """
+    if sharding.is_sharded(self.table_variable):
+      # Per-shard rows regrouped (`sharding.regroup_gradients`): the
+      # values are not aligned with `ids`.
+      optimizer.apply_gradients([(grad, self.table_variable)],
+                                count_step=False)
+      return
     optimizer.apply_row_gradients(ids, [(grad.values, self.table_variable)],
                                   count_step=False)
 
@@ -192,9 +201,10 @@ class MultiSizeEmbedding(SizedTables):
 
   def _build_storage(self) -> None:
     """Creates the rows' storage (the dense `embeddings` table here)."""
-    self.embeddings = self.add_weight(
-        name='embeddings', shape=(self.num_ids, self.output_dim),
-        initializer=self.embeddings_initializer, trainable=True)
+    with sharding.per_id_tables():
+      self.embeddings = self.add_weight(
+          name='embeddings', shape=(self.num_ids, self.output_dim),
+          initializer=self.embeddings_initializer, trainable=True)
 
   @property
   def table_variable(self) -> tf.Variable:
@@ -205,7 +215,7 @@ class MultiSizeEmbedding(SizedTables):
   # (`pooled_embedding.PooledEmbedding` stores each id at its size only).
   def gather_rows(self, ids: tf.Tensor) -> tf.Tensor:
     """float32 `[batch, d_n]`: each id's row in its first `d_s` columns."""
-    return tf.gather(self.embeddings, ids)
+    return sharding.gather(self.embeddings, ids)
 
   def move_up(self, ids: tf.Tensor, mask: tf.Tensor, rows: tf.Tensor,
               optimizer=None, moments=None) -> tf.Tensor:
@@ -223,22 +233,21 @@ class MultiSizeEmbedding(SizedTables):
       bool `[batch]`: which entries were moved (ids below the largest size).
     """
     ids = tf.cast(ids, tf.int32)
-    current = tf.gather(self.size_index, ids)
+    current = sharding.gather(self.size_index, ids)
     selected = tf.logical_and(mask, current < self.num_sizes - 1)
     if self.num_sizes == 1:
       return selected
     keep = tf.expand_dims(selected, -1)
-    scatter_ids = tf.expand_dims(ids, -1)
     targets = [(self.embeddings, rows)]
     if optimizer is not None:
       if moments is None:
         moments = (tf.zeros_like(rows), tf.zeros_like(rows))
       targets += list(zip(optimizer.slots(self.embeddings), moments))
     for var, value in targets:
-      var.scatter_nd_update(scatter_ids,
-                            tf.where(keep, value, tf.gather(var, ids)))
-    self.size_index.scatter_nd_update(
-        scatter_ids, current + tf.cast(selected, tf.int32))
+      sharding.scatter_update(var, ids,
+                              tf.where(keep, value, sharding.gather(var, ids)))
+    sharding.scatter_update(self.size_index, ids,
+                            current + tf.cast(selected, tf.int32))
     return selected
 
   def table(self, k: int) -> tf.Tensor:
@@ -264,7 +273,7 @@ class MultiSizeEmbedding(SizedTables):
       ids: int `[batch]` rows.
     """
     return self.lift_rows(self.gather_rows(ids),
-                          tf.gather(self.size_index, ids))
+                          sharding.gather(self.size_index, ids))
 
   def lift_rows(self, rows: tf.Tensor, size_indices: tf.Tensor) -> tf.Tensor:
     """`lift` for given rows: float32 `[batch, d_n]`, pre-BN.
@@ -354,5 +363,5 @@ class MultiSizeEmbedding(SizedTables):
       mask = tf.ones_like(ids, tf.bool)
     rows = self.gather_rows(ids)
     return self.move_up(
-        ids, mask, self.next_size_rows(rows, tf.gather(self.size_index, ids)),
+        ids, mask, self.next_size_rows(rows, sharding.gather(self.size_index, ids)),
         optimizer)

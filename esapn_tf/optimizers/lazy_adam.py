@@ -14,9 +14,12 @@ TensorFlow Addons is no longer maintained and does not support TF 2.21, so the
 update is written here; it is XLA friendly (static shapes, no `tf.unique`).
 """
 
+import contextlib
 from typing import Iterable, List, Sequence, Tuple
 
 import tensorflow as tf
+
+from esapn_tf.distribute import sharding
 
 
 def _row_segments(indices: tf.Tensor):
@@ -96,13 +99,24 @@ class LazyAdam(tf.Module):
       base = var.name.split(':')[0].replace('/', '_')
       # `shape=var.shape`: a variable whose leading dimension may change
       # (a pooled arena, `layers/pooled_embedding.py`) gets slots that can.
-      m = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_m',
-                      shape=var.shape)
-      v = tf.Variable(tf.zeros_like(var), trainable=False, name=f'{base}_v',
-                      shape=var.shape)
+      # A sharded per-id table gets moments sharded the same way.
+      sharded = sharding.is_sharded(var)
+      with (sharding.per_id_tables() if sharded else
+            contextlib.nullcontext()):
+        m = tf.Variable(self._zeros(var), trainable=False, name=f'{base}_m',
+                        shape=var.shape)
+        v = tf.Variable(self._zeros(var), trainable=False, name=f'{base}_v',
+                        shape=var.shape)
       self.m.append(m)
       self.v.append(v)
       self._slot_index[id(var)] = len(self.m) - 1
+
+  @staticmethod
+  def _zeros(var) -> tf.Tensor:
+    """Zeros shaped like `var` (a sharded one is not read whole)."""
+    if sharding.is_sharded(var):
+      return tf.zeros(var.shape, var.dtype)
+    return tf.zeros_like(var)
 
   def slots(self, var: tf.Variable) -> Tuple[tf.Variable, tf.Variable]:
     """The (first, second) moment slots of `var`."""
@@ -124,17 +138,17 @@ class LazyAdam(tf.Module):
     g = tf.math.unsorted_segment_sum(tf.gather(values, order), segment,
                                      tf.shape(values)[0])
     mask = tf.cast(tf.expand_dims(valid, -1), g.dtype)
-    m_rows = tf.gather(m, rows)
-    v_rows = tf.gather(v, rows)
-    rows = tf.expand_dims(rows, -1)
+    m_rows = sharding.gather(m, rows)
+    v_rows = sharding.gather(v, rows)
     m_new = b1 * m_rows + (1.0 - b1) * g
     v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
     # Additive scatters: unused slots (mask 0) add nothing, so their
-    # placeholder row index cannot clash with a real row.
-    m.scatter_nd_add(rows, mask * (m_new - m_rows))
-    v.scatter_nd_add(rows, mask * (v_new - v_rows))
-    var.scatter_nd_add(rows,
-                       -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
+    # placeholder row index cannot clash with a real row. Row scatters, so
+    # that a sharded table (`sharding`) routes each row to its shard.
+    sharding.scatter_add(m, rows, mask * (m_new - m_rows))
+    sharding.scatter_add(v, rows, mask * (v_new - v_rows))
+    sharding.scatter_add(
+        var, rows, -mask * lr * m_new / (tf.sqrt(v_new) + self.epsilon))
 
   def reset_rows(self, var: tf.Variable, ids: tf.Tensor,
                  mask: tf.Tensor) -> None:
@@ -149,10 +163,9 @@ class LazyAdam(tf.Module):
       ids: int `[k]` rows, possibly repeated.
       mask: bool `[k]`; all copies of a row must carry the same value.
     """
-    rows = tf.expand_dims(ids, -1)
     keep = 1.0 - tf.cast(tf.expand_dims(mask, -1), var.dtype)
     for slot in self.slots(var):
-      slot.scatter_nd_update(rows, tf.gather(slot, ids) * keep)
+      sharding.scatter_update(slot, ids, sharding.gather(slot, ids) * keep)
 
   def apply_row_gradients(self, ids: tf.Tensor,
                           grads_and_vars: Iterable[Tuple[tf.Tensor,
@@ -204,8 +217,8 @@ class LazyAdam(tf.Module):
     used = tf.logical_and(valid[:, tf.newaxis], tf.not_equal(rows, sink))
     rows = tf.where(used, rows, sink)
     mask = tf.cast(used[..., tf.newaxis], g.dtype)
-    m_rows = tf.gather(m, rows)
-    v_rows = tf.gather(v, rows)
+    m_rows = sharding.gather(m, rows)
+    v_rows = sharding.gather(v, rows)
     index = rows[..., tf.newaxis]
     m_new = b1 * m_rows + (1.0 - b1) * g
     v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)

@@ -34,6 +34,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
+from esapn_tf.distribute import sharding
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
@@ -65,42 +66,49 @@ class SearchCore(tf.Module):
     self.history_length = int(history_length)
     self.embeddings = {'user': model.user_embedding,
                        'item': model.item_embedding}
-    # Ring buffers of the last T losses per id; one extra row is a sink for
-    # writes that must be dropped (XLA scatters cannot skip entries).
-    self.loss_history = {
-        side: tf.Variable(
-            tf.zeros([self.embeddings[side].num_ids + 1, self.history_length]),
-            trainable=False, name=f'{side}_loss_history')
-        for side in SIDES
-    }
-    # Running frequency of the last loss pushed for each id (= losses seen).
-    self.history_count = {
-        side: tf.Variable(
-            tf.zeros([self.embeddings[side].num_ids], tf.int32),
-            trainable=False, name=f'{side}_history_count')
-        for side in SIDES
-    }
-    # The decision awaiting its reward, per id: the action taken at the id's
-    # last occurrence (-1: none) and the state it was taken in. The extra
-    # row is a sink for scatters from non-decision examples.
-    self.pending_action = {
-        side: tf.Variable(
-            tf.fill([self.embeddings[side].num_ids + 1], -1),
-            trainable=False, name=f'{side}_pending_action')
-        for side in SIDES
-    }
-    self.pending_frequency = {
-        side: tf.Variable(
-            tf.ones([self.embeddings[side].num_ids + 1], tf.int32),
-            trainable=False, name=f'{side}_pending_frequency')
-        for side in SIDES
-    }
-    self.pending_size = {
-        side: tf.Variable(
-            tf.zeros([self.embeddings[side].num_ids + 1], tf.int32),
-            trainable=False, name=f'{side}_pending_size')
-        for side in SIDES
-    }
+    # Per-id state, sharded over the parameter servers under a parameter-
+    # server strategy (`sharding.per_id_tables`).
+    with sharding.per_id_tables():
+      # Ring buffers of the last T losses per id, flat: id i's slot j is
+      # entry `i * T + j` (element writes, which a sharded table routes to
+      # its shards). One extra row is a sink for writes that must be
+      # dropped (XLA scatters cannot skip entries).
+      self.loss_history = {
+          side: tf.Variable(
+              tf.zeros([(self.embeddings[side].num_ids + 1) *
+                        self.history_length]),
+              trainable=False, name=f'{side}_loss_history')
+          for side in SIDES
+      }
+      # Running frequency of the last loss pushed for each id (= losses
+      # seen).
+      self.history_count = {
+          side: tf.Variable(
+              tf.zeros([self.embeddings[side].num_ids], tf.int32),
+              trainable=False, name=f'{side}_history_count')
+          for side in SIDES
+      }
+      # The decision awaiting its reward, per id: the action taken at the
+      # id's last occurrence (-1: none) and the state it was taken in. The
+      # extra row is a sink for scatters from non-decision examples.
+      self.pending_action = {
+          side: tf.Variable(
+              tf.fill([self.embeddings[side].num_ids + 1], -1),
+              trainable=False, name=f'{side}_pending_action')
+          for side in SIDES
+      }
+      self.pending_frequency = {
+          side: tf.Variable(
+              tf.ones([self.embeddings[side].num_ids + 1], tf.int32),
+              trainable=False, name=f'{side}_pending_frequency')
+          for side in SIDES
+      }
+      self.pending_size = {
+          side: tf.Variable(
+              tf.zeros([self.embeddings[side].num_ids + 1], tf.int32),
+              trainable=False, name=f'{side}_pending_size')
+          for side in SIDES
+      }
     # Ids per size, kept by the step (the summaries read these).
     self.size_counts = size_counts.SizeCounts(self.embeddings)
     self.tentative_loss = tf.function(self._tentative_loss,
@@ -116,7 +124,7 @@ class SearchCore(tf.Module):
     return {
         side: {
             'frequency': tf.cast(batch[f'{side}_frequency'], tf.int32),
-            'size_index': tf.gather(self.embeddings[side].size_index,
+            'size_index': sharding.gather(self.embeddings[side].size_index,
                                     batch[side]),
         } for side in SIDES
     }
@@ -134,8 +142,10 @@ class SearchCore(tf.Module):
        bool `[batch]`, True where the id has at least one past loss).
     """
     t = self.history_length
-    count = tf.minimum(tf.gather(self.history_count[side], ids), t)
-    rows = tf.gather(self.loss_history[side], ids)
+    count = tf.minimum(sharding.gather(self.history_count[side], ids), t)
+    entries = (tf.expand_dims(tf.cast(ids, tf.int32) * t, -1) +
+               tf.range(t, dtype=tf.int32))
+    rows = sharding.gather(self.loss_history[side], entries)  # [batch, T]
     filled = tf.sequence_mask(count, t, dtype=tf.float32)
     total = tf.reduce_sum(rows * filled, -1)
     has = count > 0
@@ -158,10 +168,9 @@ class SearchCore(tf.Module):
     keep = frequency > last_of_id - t
     rows = tf.where(keep, ids, num_ids)
     slots = tf.math.floormod(frequency - 1, t)
-    self.loss_history[side].scatter_nd_update(
-        tf.stack([rows, slots], -1), losses)
-    self.history_count[side].scatter_nd_update(
-        tf.expand_dims(ids, -1), last_of_id)
+    sharding.scatter_update(self.loss_history[side], rows * t + slots,
+                            losses)
+    sharding.scatter_update(self.history_count[side], ids, last_of_id)
 
   def occurrence_masks(self, side: str, ids: tf.Tensor, frequency: tf.Tensor
                        ) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -198,11 +207,11 @@ class SearchCore(tf.Module):
     """
     ids = batch[side]
     first, _ = self.occurrence_masks(side, ids, batch[f'{side}_frequency'])
-    action = tf.gather(self.pending_action[side], ids)
+    action = sharding.gather(self.pending_action[side], ids)
     valid = tf.logical_and(first, action >= 0)
     observation = {
-        'frequency': tf.gather(self.pending_frequency[side], ids),
-        'size_index': tf.gather(self.pending_size[side], ids),
+        'frequency': sharding.gather(self.pending_frequency[side], ids),
+        'size_index': sharding.gather(self.pending_size[side], ids),
     }
     reward = tf.where(valid, baseline - losses, 0.0)
     return (observation, tf.maximum(action, 0), reward,
@@ -217,13 +226,14 @@ class SearchCore(tf.Module):
     """
     num_ids = self.embeddings[side].num_ids
     can_enlarge = observation['size_index'] < self.embeddings[side].num_sizes - 1
-    rows = tf.expand_dims(tf.where(is_decision, ids, num_ids), -1)
-    self.pending_action[side].scatter_nd_update(
-        rows, tf.where(can_enlarge, tf.cast(action, tf.int32), -1))
-    self.pending_frequency[side].scatter_nd_update(
-        rows, tf.cast(observation['frequency'], tf.int32))
-    self.pending_size[side].scatter_nd_update(rows,
-                                              observation['size_index'])
+    rows = tf.where(is_decision, ids, num_ids)
+    sharding.scatter_update(
+        self.pending_action[side], rows,
+        tf.where(can_enlarge, tf.cast(action, tf.int32), -1))
+    sharding.scatter_update(self.pending_frequency[side], rows,
+                            tf.cast(observation['frequency'], tf.int32))
+    sharding.scatter_update(self.pending_size[side], rows,
+                            observation['size_index'])
 
   # ------------------------------------------------------------- compiled
   def _tentative_loss(self, batch: Batch, user_action: tf.Tensor,
@@ -257,7 +267,7 @@ class SearchCore(tf.Module):
     for side in SIDES:
       mean, has = self.history_mean(side, batch[side])
       rewards[side] = tf.where(has, mean - losses, 0.0)
-      size = tf.gather(self.embeddings[side].size_index, batch[side])
+      size = sharding.gather(self.embeddings[side].size_index, batch[side])
       can_enlarge = size < self.embeddings[side].num_sizes - 1
       weights[side] = tf.cast(tf.logical_and(has, can_enlarge), tf.float32)
     return rewards, weights
@@ -278,7 +288,7 @@ class SearchCore(tf.Module):
     # An enlarged row is a new table's row: Adam starts it afresh.
     adam = (self.optimizer if isinstance(self.optimizer, lazy_adam.LazyAdam)
             else None)
-    before = {side: tf.gather(self.embeddings[side].size_index, batch[side])
+    before = {side: sharding.gather(self.embeddings[side].size_index, batch[side])
               for side in SIDES}
     user_enlarged = self.model.user_embedding.enlarge(batch['user'],
                                                       user_enlarge, adam)
@@ -320,9 +330,13 @@ class SearchCore(tf.Module):
 
 
 def dense_variables(model: tf.keras.Model, tables) -> list:
-  """The model's trainable variables other than `tables` (in model order)."""
+  """The model's trainable variables other than `tables` (in model order).
+
+  A sharded table's shards are left out too (`sharding.whole_tables`).
+  """
   table_ids = {id(t) for t in tables}
-  return [v for v in model.trainable_variables if id(v) not in table_ids]
+  return [v for v in sharding.whole_tables(model.trainable_variables, tables)
+          if id(v) not in table_ids]
 
 
 def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
@@ -346,7 +360,9 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
   """
   tables = [embeddings[side].table_variable for side in SIDES]
   variables = list(dense_variables) + tables
-  grads = tape.gradient(loss, variables)
+  # A sharded table's gradient comes per shard (`sharding`).
+  grads = sharding.regroup_gradients(
+      tape.gradient(loss, sharding.gradient_sources(variables)), variables)
   if not isinstance(optimizer, lazy_adam.LazyAdam):
     optimizer.apply_gradients(zip(grads, variables))
     return

@@ -41,6 +41,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from esapn_tf.distribute import sharding
 from esapn_tf.layers import embedding as embedding_lib
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
@@ -121,7 +122,7 @@ def _shadow_losses(model, pools: Dict[str, TrialPool], batch, trial):
   for side in SIDES:
     layer = pools[side].layer
     _, slot = trial[side]
-    size = tf.minimum(tf.gather(layer.size_index, batch[side]) + 1,
+    size = tf.minimum(sharding.gather(layer.size_index, batch[side]) + 1,
                       layer.num_sizes - 1)
     vectors = dict(real)
     vectors[side] = layer.vectors(tf.gather(pools[side].rows, slot), size,
@@ -274,7 +275,7 @@ def start(pool: TrialPool, shadow_optimizer: lazy_adam.LazyAdam,
   slot = pool.slot(ids)
   owner = tf.gather(pool.owner, slot)
   expired = step - tf.gather(pool.start_step, slot) > timeout_steps
-  size = tf.gather(layer.size_index, ids)
+  size = sharding.gather(layer.size_index, ids)
   candidate = tf.logical_and(
       tf.logical_and(tf.not_equal(owner, ids),
                      tf.logical_or(owner < 0, expired)),

@@ -33,6 +33,7 @@ from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf import files
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.distribute import strategy as strategy_lib
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.training import compile_cache
 from esapn_tf.training import outputs
@@ -148,7 +149,12 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
           f'{s.num_items:,} items; train {s.num_train:,}, test '
           f'{s.num_test:,} ({d.order} order)', flush=True)
 
-  trainer = trainer_lib.Trainer(cfg, s)
+  distribution = strategy_lib.make(cfg)
+  if distribution is not None and verbose:
+    print(f'Cluster: {distribution.num_workers} worker(s), '
+          f'{distribution.num_ps} ps task(s); per-id tables in '
+          f'{distribution.num_shards} shard(s)', flush=True)
+  trainer = trainer_lib.Trainer(cfg, s, distribution)
   manager = tf.train.CheckpointManager(
       trainer.checkpoint(), os.path.join(workdir, 'checkpoints'),
       max_to_keep=2)
@@ -172,6 +178,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
   progress = outputs.Progress(s.num_examples, cfg.train.log_every_seconds,
                               enabled=verbose)
   stop_signal = []
+  last_step = [int(trainer.step)]
 
   def on_signal(signum, frame):
     del frame
@@ -186,8 +193,11 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
           f'checkpoint saved in {workdir}. Run the same command again to '
           'resume')
     every = cfg.train.checkpoint_every
-    if every and step % every == 0:
+    # A checkpoint when the step count crosses a multiple of `every` (on a
+    # cluster, `on_step` runs once per group of steps).
+    if every and step // every > last_step[0] // every:
       manager.save(checkpoint_number=step)
+    last_step[0] = step
 
   handlers = {}
   if threading.current_thread() is threading.main_thread():

@@ -6,6 +6,7 @@ recommender learn), and keeps everything an exact resume needs in variables
 that `checkpoint()` holds.
 """
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, Callable, Dict, Optional
@@ -16,6 +17,8 @@ import tensorflow as tf
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.distribute import sharding
+from esapn_tf.distribute import strategy as strategy_lib
 from esapn_tf.layers import memory
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
@@ -49,12 +52,15 @@ def resolve_jit_compile(cfg: config_lib.ExperimentConfig,
 
   Returns:
     `cfg`, or a copy whose `jit_compile` is
-    `num_train >= JIT_MIN_TRAIN_EXAMPLES`.
+    `num_train >= JIT_MIN_TRAIN_EXAMPLES` (False under a distribution).
   """
   if cfg.train.jit_compile is not None:
     return cfg
+  # XLA cannot compile a step over parameter servers' variables.
+  jit = (num_train >= JIT_MIN_TRAIN_EXAMPLES and
+         cfg.train.distribution == 'none')
   return dataclasses.replace(cfg, train=dataclasses.replace(
-      cfg.train, jit_compile=num_train >= JIT_MIN_TRAIN_EXAMPLES))
+      cfg.train, jit_compile=jit))
 
 
 def _means(row) -> Dict[str, float]:
@@ -67,14 +73,26 @@ class Trainer:
   """Owns the model, the method (`search/methods/`) and the step of a run."""
 
   def __init__(self, cfg: config_lib.ExperimentConfig,
-               s: stream_lib.Stream):
+               s: stream_lib.Stream,
+               distribution: Optional[strategy_lib.Distribution] = None):
     """Builds the model, the method and the step for `cfg` on stream `s`.
 
     Args:
       cfg: the experiment; `train.jit_compile=None` is decided here from
         `s.num_train` (`resolve_jit_compile`; `self.cfg` holds the choice).
       s: the stream.
+      distribution: parameter-server training (`strategy_lib.make`): every
+        variable is created in its strategy's scope, and the steps are
+        scheduled on its workers (`_run_part_remote`); None: this process.
     """
+    self.distribution = distribution
+    with (distribution.strategy.scope() if distribution is not None else
+          contextlib.nullcontext()):
+      self._build(cfg, s)
+
+  def _build(self, cfg: config_lib.ExperimentConfig,
+             s: stream_lib.Stream) -> None:
+    """`__init__`'s work, in the strategy's scope if there is one."""
     self.cfg = cfg = resolve_jit_compile(cfg, s.num_train)
     self.stream = s
     self.sizes = sizes = cfg.embedding_sizes
@@ -84,7 +102,13 @@ class Trainer:
     self.model = recommender.from_config(
         cfg, s.num_users, s.num_items, soft_sizes=method_class.soft_sizes,
         learned_examples=learned)
-    self.optimizer = lazy_adam.LazyAdam(self.model.trainable_variables,
+    # Sharded tables (parameter-server training) are listed whole, where
+    # an unsharded run lists them (the same slot order in checkpoints).
+    self.optimizer = lazy_adam.LazyAdam(
+        sharding.whole_tables(
+            self.model.trainable_variables,
+            [self.model.user_embedding.table_variable,
+             self.model.item_embedding.table_variable]),
                                         cfg.model.learning_rate)
     for layer in (self.model.user_embedding, self.model.item_embedding):
       layer.attach_optimizer(self.optimizer)
@@ -152,6 +176,26 @@ class Trainer:
     # learns with the train part's compiled step.
     self._evaluate = tf.function(self.core._evaluate,  # pylint: disable=protected-access
                                  input_signature=signature, autograph=False)
+    # A prequential test batch on a worker: scored, then learned from, in
+    # one function, so that no other step comes in between.
+    self._evaluate_and_learn = tf.function(
+        self._evaluate_then_learn, input_signature=signature,
+        autograph=False)
+    # On a cluster, the functions the coordinator schedules on a worker: the
+    # same Python code, in the strategy's replica context (`strategy.run`;
+    # TF-Agents' losses ask for one).
+    self._remote = {}
+    if self.distribution is not None:
+      run = self.distribution.strategy.run
+
+      def on_worker(fn):
+        return tf.function(lambda batch: run(fn, args=(batch,)),
+                           input_signature=signature, autograph=False)
+
+      for name, fn in (('learn', self._learn),
+                       ('evaluate', self.core._evaluate),  # pylint: disable=protected-access
+                       ('evaluate_and_learn', self._evaluate_then_learn)):
+        self._remote[name] = on_worker(fn)
 
   # ------------------------------------------------------------ one step
   def learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
@@ -175,6 +219,12 @@ class Trainer:
     out = self.method.learn(batch)
     self.step.assign_add(1)
     return out
+
+  def _evaluate_then_learn(self, batch: environment.Batch):
+    """{'evaluate': scores before learning, 'learn': `_learn`'s outputs}."""
+    scores = self.core._evaluate(batch)  # pylint: disable=protected-access
+    with tf.control_dependencies(tf.nest.flatten(scores)):
+      return {'evaluate': scores, 'learn': self._learn(batch)}
 
   # --------------------------------------------------------- summaries
   def write_summaries(self, out, stats, test: Optional[Dict[str, float]]):
@@ -241,11 +291,16 @@ class Trainer:
         phase_start = time.perf_counter()
         # `position` is a batch boundary, so the batches from it are the
         # ones an uninterrupted run sees.
-        for batch in stream_lib.make_dataset(s, max(lo, position), hi, bs):
-          self._step(batch, phase, sums, buckets, prev, progress)
-          prev = batch
-          if on_step is not None:
-            on_step()
+        batches = stream_lib.make_dataset(s, max(lo, position), hi, bs)
+        if self.distribution is not None:
+          self._run_part_remote(batches, phase, sums, buckets, progress,
+                                on_step)
+        else:
+          for batch in batches:
+            self._step(batch, phase, sums, buckets, prev, progress)
+            prev = batch
+            if on_step is not None:
+              on_step()
         if phase == 'train':
           self.train_seconds.assign_add(time.perf_counter() - phase_start)
         progress.update(0, phase, _means(sums[int(phase == 'test')]), force=True)
@@ -265,31 +320,76 @@ class Trainer:
 
   def _step(self, batch, phase, sums, buckets, prev, progress) -> None:
     """One batch: test scoring first (test part), then learning."""
-    cfg = self.cfg
-    n = int(batch['user'].shape[0])
-    learn = phase == 'train' or cfg.train.test_mode == 'prequential'
-    test_metrics = None
-    if phase == 'test':
-      ev = self._evaluate(batch)
-      loss, correct = ev['loss'].numpy(), ev['correct'].numpy()
-      sums[1] += (n, loss.sum(), correct.sum())
-      for side in SIDES:
-        buckets.add(side, batch[f'{side}_frequency'].numpy(), loss, correct)
-      test_metrics = _means(sums[1])
+    learn = phase == 'train' or self.cfg.train.test_mode == 'prequential'
+    scores = self._evaluate(batch) if phase == 'test' else None
+    out = stats = None
     if learn:
       stats = self.method.before_learn(prev)
       out = self.learn(batch)
       self.method.after_learn(batch)
+    self._account(batch, phase, scores, out, stats or {}, sums, buckets,
+                  progress)
+
+  def _run_part_remote(self, batches, phase, sums, buckets, progress,
+                       on_step) -> None:
+    """A part's batches as steps scheduled on the cluster's workers.
+
+    Up to `2 x workers` steps are in flight at once; their outputs are then
+    fetched in stream order and counted as `_step` counts them, and
+    `on_step` runs (checkpoint, interruption) once none is in flight, so a
+    checkpoint holds whole steps. One worker runs the steps in stream
+    order, as one process does; several run them concurrently
+    (asynchronous training: README, "Training on a cluster").
+    """
+    coordinator = self.distribution.coordinator
+    learn = phase == 'train' or self.cfg.train.test_mode == 'prequential'
+    fn = self._remote['learn' if phase == 'train' else
+                      'evaluate_and_learn' if learn else 'evaluate']
+    window = 2 * max(self.distribution.num_workers, 1)
+    in_flight = []
+
+    def retire():
+      for batch, remote in in_flight:
+        out = remote.fetch()
+        scores = out if phase == 'test' and not learn else None
+        if phase == 'test' and learn:
+          scores, out = out['evaluate'], out['learn']
+        elif phase == 'test':
+          out = None
+        self._account(batch, phase, scores, out, {}, sums, buckets, progress)
+      in_flight.clear()
+      if on_step is not None:
+        on_step()
+
+    for batch in batches:
+      in_flight.append((batch, coordinator.schedule(fn, args=(batch,))))
+      if len(in_flight) >= window:
+        retire()
+    if in_flight:
+      retire()
+
+  def _account(self, batch, phase, scores, out, stats, sums, buckets,
+               progress) -> None:
+    """Counts one batch's scores (test) and step outputs (None: no step)."""
+    n = int(batch['user'].shape[0])
+    test_metrics = None
+    if scores is not None:
+      loss, correct = np.asarray(scores['loss']), np.asarray(scores['correct'])
+      sums[1] += (n, loss.sum(), correct.sum())
+      for side in SIDES:
+        buckets.add(side, batch[f'{side}_frequency'].numpy(), loss, correct)
+      test_metrics = _means(sums[1])
+    if out is not None:
       stats = dict(out, **stats)
       if phase == 'train':
-        loss = out['loss'].numpy()
+        loss = np.asarray(out['loss'])
         if not np.all(np.isfinite(loss)):
           raise errors.TrainingError(
               f'non-finite training loss at step {int(self.step)}; the last '
               'good checkpoint is kept; lower --learning_rate or check the '
               'data')
-        sums[0] += (n, loss.sum(), out['correct'].numpy().sum())
-      if int(self.step) % cfg.train.summary_every == 0:
+        sums[0] += (n, loss.sum(), np.asarray(out['correct']).sum())
+      if int(self.step) % self.cfg.train.summary_every == 0:
         self.write_summaries(out, stats, test_metrics)
     self.position.assign_add(n)
     self.metric_sums.assign(sums)

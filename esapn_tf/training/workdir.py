@@ -13,15 +13,19 @@ from typing import Any, Dict, List, Tuple
 from esapn_tf import errors
 
 # Fields that do not change what a run computes, so may differ on resume.
+# A checkpoint restores on one machine or a cluster alike (per-id tables are
+# saved whole, `sharding`), so a run may resume with another distribution.
 RESUMABLE_CHANGES = ('train.log_every_seconds', 'train.checkpoint_every',
-                     'train.summary_every')
+                     'train.summary_every', 'train.distribution',
+                     'train.num_shards')
 # Fields whose None ("auto") a run decides from its data when it starts
 # (`trainer.resolve_jit_compile`); the other fields pin the data, so a
 # recorded decision matches a new None.
 AUTO_FIELDS = ('train.jit_compile',)
 # Fields added after runs were written: a config.json without one ran with
 # this value.
-ADDED_FIELDS = {'model.embedding_storage': 'dense'}
+ADDED_FIELDS = {'model.embedding_storage': 'dense',
+                'train.distribution': 'none', 'train.num_shards': 0}
 
 
 def latest_checkpoint_present(workdir: str) -> bool:

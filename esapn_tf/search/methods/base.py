@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from esapn_tf import config as config_lib
 from esapn_tf.data import stream as stream_lib
+from esapn_tf.distribute import sharding
 from esapn_tf.layers import memory
 from esapn_tf.search import environment
 
@@ -155,7 +156,7 @@ def enlarge_and_reset(core, optimizer, side: str, ids: tf.Tensor,
   (`size_counts.SizeCounts.move`). Returns bool `[batch]`: enlarged.
   """
   emb = core.embeddings[side]
-  before = tf.gather(emb.size_index, ids)
+  before = sharding.gather(emb.size_index, ids)
   enlarged = emb.enlarge(ids, mask, optimizer)
   core.size_counts.move(side, ids, before,
                         before + tf.cast(enlarged, tf.int32))

@@ -25,6 +25,7 @@ from typing import Any, Dict
 import numpy as np
 import tensorflow as tf
 
+from esapn_tf.distribute import sharding
 from esapn_tf.search import environment
 from esapn_tf.search import matching
 from esapn_tf.search.methods import base
@@ -121,8 +122,8 @@ class Threshold(_Growth):
         base.enlarge_and_reset(
             self.core, self.ctx.optimizer, side, ids,
             environment.any_per_id(
-                ids, target > tf.gather(emb.size_index, ids) + 1))
+                ids, target > sharding.gather(emb.size_index, ids) + 1))
       wanted[side] = environment.any_per_id(
-          ids, target > tf.gather(emb.size_index, ids))
+          ids, target > sharding.gather(emb.size_index, ids))
     return self.core._train_step(  # pylint: disable=protected-access
         batch, wanted['user'], wanted['item'])

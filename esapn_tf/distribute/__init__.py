@@ -1,0 +1,1 @@
+"""Distributed training: TF_CONFIG, cluster tasks and the local cluster."""

@@ -1,0 +1,69 @@
+"""The tf.distribute strategy of a run (`--distribution`), built from TF_CONFIG.
+
+`'parameter_server'`: this process is the chief (the coordinator) of the
+cluster in TF_CONFIG. `tf.distribute.ParameterServerStrategy` places every
+variable created in its scope on the ps tasks: the per-id tables
+(`sharding.per_id_tables`) split over `num_shards` shards with
+`sharding.PerIdPartitioner`, round-robin over the ps tasks; every other
+variable whole on one ps task. A `tf.distribute.coordinator.
+ClusterCoordinator` schedules the step functions on the workers.
+"""
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+from esapn_tf import config as config_lib
+from esapn_tf import errors
+from esapn_tf.distribute import cluster
+from esapn_tf.distribute import sharding
+
+
+@dataclasses.dataclass
+class Distribution:
+  """A run's strategy and, for parameter-server training, its coordinator."""
+  strategy: tf.distribute.Strategy
+  coordinator: Optional[tf.distribute.coordinator.ClusterCoordinator]
+  num_workers: int
+  num_ps: int
+  num_shards: int
+
+
+def make(cfg: config_lib.ExperimentConfig,
+         tf_config: cluster.TfConfig = None) -> Optional[Distribution]:
+  """The `Distribution` of `cfg.train.distribution`, None for 'none'.
+
+  Args:
+    cfg: the experiment.
+    tf_config: the cluster (JSON text or dict); None reads $TF_CONFIG.
+
+  Returns:
+    None, or the strategy and coordinator. Creating the coordinator connects
+    to every worker and ps task.
+
+  Raises:
+    errors.UserInputError: TF_CONFIG missing or invalid, or its task is not
+      the chief.
+  """
+  if cfg.train.distribution == 'none':
+    return None
+  parsed = cluster.parse_tf_config(tf_config)
+  task = parsed['task']
+  if task['type'] != 'chief':
+    raise errors.UserInputError(
+        f'TF_CONFIG names task {task["type"]}:{task.get("index", 0)}, but '
+        'bin/train.py --distribution=parameter_server runs the chief: give '
+        'it task {"type": "chief", "index": 0}, and start the workers and '
+        'ps tasks with bin/cluster_task.py')
+  spec = tf.train.ClusterSpec(parsed['cluster'])
+  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+      spec, task_type='chief', task_id=0, rpc_layer='grpc')
+  num_ps = spec.num_tasks('ps')
+  num_shards = cfg.train.num_shards or num_ps
+  strategy = tf.distribute.ParameterServerStrategy(
+      resolver, variable_partitioner=sharding.PerIdPartitioner(num_shards))
+  coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+  return Distribution(strategy=strategy, coordinator=coordinator,
+                      num_workers=spec.num_tasks('worker'), num_ps=num_ps,
+                      num_shards=num_shards)
