@@ -261,6 +261,12 @@ def main(argv):
     cfg = build_config()
     for note in ignored_flag_notes(cfg.search.method):
       print(note, file=sys.stderr)
+    if cfg.train.distribution == 'parameter_server':
+      # The cluster is checked before TensorFlow starts; gRPC fails fast on
+      # a task that is gone (TF's parameter-server guide).
+      from esapn_tf.distribute import cluster  # pylint: disable=g-import-not-at-top
+      cluster.parse_tf_config()
+      cluster.set_grpc_fail_fast()
     # pylint: disable-next=g-import-not-at-top
     from esapn_tf.training import compile_cache  # no TensorFlow
     compile_cache.configure(enabled=FLAGS.compile_cache)  # before TF

@@ -26,6 +26,8 @@ SLOW = (
     'tests/comparison/isolated_test.py',  # Runs in subprocesses.
     'tests/comparison/report_test.py::PlotsTest::test_plots_are_png',
     'tests/data/malformed_test.py::TrainScriptTest',
+    # Localhost clusters of real TensorFlow tasks (bin/local_cluster.py).
+    'tests/distribute/parameter_server_test.py',
     # Starts a real TensorFlow server in bin/cluster_task.py.
     'tests/distribute/cluster_test.py::ClusterTaskScriptTest::test_worker_',
     'tests/init_test.py::KerasGuardTest',  # A Python per case.

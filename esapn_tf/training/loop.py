@@ -237,6 +237,8 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       'train_examples_per_second': metrics['train_examples_per_second'],
       'train_examples_per_second_steady': progress.steady_rate('train'),
       'jit_compile': cfg.train.jit_compile,  # as decided (auto: by length)
+      # 'none', or the cluster and the devices of the per-id tables' shards.
+      'distribution': trainer.distribution_info(),
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed': resume,
   }

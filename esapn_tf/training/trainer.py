@@ -407,6 +407,31 @@ class Trainer:
         [self.model.user_embedding, self.model.item_embedding],
         self.cfg.model.candidate_sizes[-1])
 
+  def distribution_info(self) -> Dict[str, Any]:
+    """Where the run's steps ran and its per-id tables lived (results.json).
+
+    Returns:
+      `{'strategy': 'none'}`, or for parameter-server training the numbers
+      of workers, ps tasks and shards, and for each side's embedding rows,
+      size index and Adam moments the device of every shard, e.g.
+      `'/job:ps/replica:0/task:1/device:CPU:0'`.
+    """
+    if self.distribution is None:
+      return {'strategy': 'none'}
+    d = self.distribution
+    tables = {}
+    for side in SIDES:
+      layer = self.core.embeddings[side]
+      m, v = self.optimizer.slots(layer.table_variable)
+      for name, var in (('embeddings', layer.table_variable),
+                        ('size_index', layer.size_index),
+                        ('adam_m', m), ('adam_v', v)):
+        shards = var.variables if sharding.is_sharded(var) else [var]
+        tables[f'{side}_{name}'] = [shard.device for shard in shards]
+    return {'strategy': self.cfg.train.distribution,
+            'num_workers': d.num_workers, 'num_ps': d.num_ps,
+            'num_shards': d.num_shards, 'per_id_tables': tables}
+
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,
              'core': self.core, 'step': self.step,
