@@ -77,6 +77,9 @@ class LazyAdam(tf.Module):
                name: str = 'lazy_adam'):
     """Creates the slots for `variables` (the only variables it updates).
 
+    In a `tf.distribute` strategy's scope the optimizer is `asynchronous`:
+    it reads the second moment as max(v, 0) (`_sparse_update`).
+
     Args:
       variables: the variables this optimizer will update.
       learning_rate: Adam's step size.
@@ -86,6 +89,10 @@ class LazyAdam(tf.Module):
       name: module name.
     """
     super().__init__(name=name)
+    # Created in a tf.distribute strategy's scope (parameter-server
+    # training): steps may run concurrently, see `_sparse_update`. One
+    # process keeps the exact graph it always had.
+    self.asynchronous = tf.distribute.has_strategy()
     self.learning_rate = float(learning_rate)
     self.beta_1 = float(beta_1)
     self.beta_2 = float(beta_2)
@@ -141,6 +148,12 @@ class LazyAdam(tf.Module):
     m_rows = sharding.gather(m, rows)
     v_rows = sharding.gather(v, rows)
     m_new = b1 * m_rows + (1.0 - b1) * g
+    if self.asynchronous:
+      # Read as max(v, 0): with asynchronous workers a row reset or moved
+      # (`reset_rows`, an enlargement) between another step's read and its
+      # additive write below can leave v < 0, and sqrt(v) would turn the
+      # row into NaN (seen on a 2-worker cluster).
+      v_rows = tf.maximum(v_rows, 0.0)
     v_new = b2 * v_rows + (1.0 - b2) * tf.square(g)
     # Additive scatters: unused slots (mask 0) add nothing, so their
     # placeholder row index cannot clash with a real row. Row scatters, so
