@@ -265,7 +265,7 @@ def main(argv):
       # The cluster is checked before TensorFlow starts; gRPC fails fast on
       # a task that is gone (TF's parameter-server guide).
       from esapn_tf.distribute import cluster  # pylint: disable=g-import-not-at-top
-      cluster.parse_tf_config()
+      cluster.parse_chief_tf_config()
       cluster.set_grpc_fail_fast()
     # pylint: disable-next=g-import-not-at-top
     from esapn_tf.training import compile_cache  # no TensorFlow

@@ -338,3 +338,21 @@ def start_server(tf_config: TfConfig = None,
   print(f'{task_type}:{task_index} serving on {address} ({server.target}, '
         f'pid {os.getpid()}); SIGTERM stops it', flush=True)
   return _wait_for_signal(tuple(stop_signals))
+
+
+def parse_chief_tf_config(text_or_env: TfConfig = None) -> dict:
+  """`parse_tf_config`, and the task must be the chief (`bin/train.py`).
+
+  Raises:
+    errors.UserInputError: an invalid TF_CONFIG, or one whose task is not
+      `chief`.
+  """
+  parsed = parse_tf_config(text_or_env)
+  task = parsed['task']
+  if task['type'] != 'chief':
+    raise errors.UserInputError(
+        f'TF_CONFIG names task {task["type"]}:{task.get("index", 0)}, but '
+        f'{_CHIEF_COMMAND} runs the chief: give it task {{"type": "chief", '
+        '"index": 0}, and start the workers and ps tasks with '
+        'bin/cluster_task.py')
+  return parsed

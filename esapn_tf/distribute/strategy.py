@@ -15,7 +15,6 @@ from typing import Optional
 import tensorflow as tf
 
 from esapn_tf import config as config_lib
-from esapn_tf import errors
 from esapn_tf.distribute import cluster
 from esapn_tf.distribute import sharding
 
@@ -48,14 +47,7 @@ def make(cfg: config_lib.ExperimentConfig,
   """
   if cfg.train.distribution == 'none':
     return None
-  parsed = cluster.parse_tf_config(tf_config)
-  task = parsed['task']
-  if task['type'] != 'chief':
-    raise errors.UserInputError(
-        f'TF_CONFIG names task {task["type"]}:{task.get("index", 0)}, but '
-        'bin/train.py --distribution=parameter_server runs the chief: give '
-        'it task {"type": "chief", "index": 0}, and start the workers and '
-        'ps tasks with bin/cluster_task.py')
+  parsed = cluster.parse_chief_tf_config(tf_config)
   spec = tf.train.ClusterSpec(parsed['cluster'])
   resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
       spec, task_type='chief', task_id=0, rpc_layer='grpc')

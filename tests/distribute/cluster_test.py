@@ -113,6 +113,21 @@ class ParseTfConfigTest(parameterized.TestCase):
                      ['[::1]:2222'])
 
 
+class ParseChiefTfConfigTest(absltest.TestCase):
+
+  def test_chief_is_accepted(self):
+    config = cluster.parse_chief_tf_config(
+        _text(task={'type': 'chief', 'index': 0}))
+    self.assertEqual(config['task'], {'type': 'chief', 'index': 0})
+
+  def test_a_worker_task_is_refused_before_tensorflow(self):
+    with self.assertRaisesRegex(
+        errors.UserInputError,
+        r'names task worker:1, but bin/train.py '
+        r'--distribution=parameter_server runs the chief'):
+      cluster.parse_chief_tf_config(_text())
+
+
 class LocalSpecTest(absltest.TestCase):
 
   def test_free_ports_are_distinct_and_bindable(self):
