@@ -99,6 +99,9 @@ flags.DEFINE_integer('history_length', _S.history_length,
                      'T: past losses averaged in the reward.')
 flags.DEFINE_bool('normalize_returns', _S.normalize_returns,
                   'Standardise REINFORCE returns per batch.')
+flags.DEFINE_float('entropy_regularization', _S.entropy_regularization,
+                   'Weight of the policies\' entropy bonus (TF-Agents\' '
+                   'ReinforceAgent; 0 = none, as in the paper).')
 flags.DEFINE_float('architecture_learning_rate',
                    _S.architecture_learning_rate,
                    'darts/autoemb: Adam lr of the architecture weights or '
@@ -217,6 +220,7 @@ def build_config() -> config_lib.ExperimentConfig:
           growth_threshold=FLAGS.growth_threshold,
           history_length=FLAGS.history_length,
           normalize_returns=FLAGS.normalize_returns,
+          entropy_regularization=FLAGS.entropy_regularization,
           architecture_learning_rate=FLAGS.architecture_learning_rate,
           controller_hidden_units=FLAGS.controller_hidden_units,
           mde_temperature=FLAGS.mde_temperature,

@@ -157,6 +157,9 @@ class SearchConfig:
   frequency_embedding_dim: int = 32  # width of the frequency embedding
   num_frequency_buckets: int = 32  # log2 buckets; beyond the last: clamped
   normalize_returns: bool = False  # REINFORCE return normalisation per batch
+  # Weight of TF-Agents' entropy bonus in the policy loss (0 = none, as in
+  # the paper): keeps P(enlarge) away from exactly 0 or 1.
+  entropy_regularization: float = 0.0
   architecture_learning_rate: float = 1e-3  # darts/autoemb: Adam lr of the
   # architecture weights (darts) or the controller (autoemb)
   controller_hidden_units: int = 64  # autoemb: width of the controller MLP
@@ -171,6 +174,8 @@ class SearchConfig:
       object.__setattr__(self, 'reward', REWARD_ALIASES[self.reward])
     _check_choice('reward', self.reward, REWARDS)
     _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0)
+    _check_range('entropy_regularization', self.entropy_regularization, 0.0,
+                 100.0)
     _check_range('trial_length', self.trial_length, 1, 1000)
     _check_range('trial_slots', self.trial_slots, 1, 2**30)
     _check_range('trial_timeout_steps', self.trial_timeout_steps, 1, 1e9)

@@ -34,6 +34,7 @@ SLOW = (
     'tests/models/recommender_test.py::RecommenderTest::test_config_round_'
     'trip_and_saved_model',
     'tests/search/agent_test.py::AgentTest::test_reinforce_learns',
+    'tests/search/agent_test.py::AgentTest::test_entropy_regularization_',
     'tests/search/environment_test.py::SearchCoreTest::test_graph_step_'
     'matches_the_xla_step',
     'tests/search/environment_test.py::SearchCoreTest::test_train_step_'

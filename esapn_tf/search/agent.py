@@ -159,6 +159,7 @@ def make_agent(num_sizes: int,
                num_frequency_buckets: int = 32,
                hidden_units: int = 512,
                normalize_returns: bool = False,
+               entropy_regularization: float = 0.0,
                name: str = 'policy') -> reinforce_agent.ReinforceAgent:
   """A `ReinforceAgent` for one side (users or items), initialised.
 
@@ -171,6 +172,8 @@ def make_agent(num_sizes: int,
     num_frequency_buckets: log2 buckets of the frequency feature.
     hidden_units: width of the hidden layer.
     normalize_returns: whether TF-Agents standardises the returns of a batch.
+    entropy_regularization: weight of the entropy bonus in the loss
+      (`ReinforceAgent`'s; 0: none, the paper's REINFORCE).
     name: agent name (e.g. 'user_policy').
 
   Returns:
@@ -189,6 +192,7 @@ def make_agent(num_sizes: int,
       time_step_spec, act_spec, actor_network=actor,
       optimizer=tf.keras.optimizers.Adam(learning_rate),
       normalize_returns=normalize_returns,
+      entropy_regularization=entropy_regularization or None,
       train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False,
                                      name=f'{name}_train_step'),
       name=name)

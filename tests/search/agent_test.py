@@ -64,6 +64,33 @@ class AgentTest(tf.test.TestCase, parameterized.TestCase):
     greedy = agent.policy.action(ts.restart(obs, batch_size=4)).action
     self.assertAllEqual(greedy, [1, 1, 0, 0])
 
+  def test_entropy_regularization_keeps_the_policy_from_saturating(self):
+    # Enlarge always earns +1, keep -1: plain REINFORCE drives P(enlarge)
+    # to 1; the entropy bonus holds it back (the ml-20m-size collapse,
+    # BUILD_NOTES "The policies collapse at scale").
+    def final_probability(entropy):
+      tf.keras.utils.set_random_seed(0)
+      agent = agent_lib.make_agent(num_sizes=4, learning_rate=1e-2,
+                                   hidden_units=16,
+                                   entropy_regularization=entropy)
+      train = tf.function(agent.train)
+      obs = {'frequency': tf.fill([64], 5), 'size_index': tf.zeros([64],
+                                                                 tf.int32)}
+      for _ in range(150):  # on-policy: actions from the collect policy
+        action = agent.collect_policy.action(
+            ts.restart(obs, batch_size=64)).action.numpy()
+        train(_experience(np.full(64, 5), np.zeros(64), action,
+                          np.where(action == 1, 1.0, -1.0)))
+      dist = agent.collect_policy.distribution(
+          ts.restart(obs, batch_size=64)).action
+      return float(dist.probs_parameter()[0, 1])
+
+    # With weight c the bonus balances the reward at P = 1 / (1 + e^(-2/c))
+    # (0.73 for c = 2).
+    plain, regularised = final_probability(0.0), final_probability(2.0)
+    self.assertGreater(plain, 0.99)
+    self.assertLess(regularised, 0.9)
+
   def test_buckets_in_use(self):
     # bucket(f) + 1, at least 1, at most the network's buckets.
     self.assertEqual(agent_lib.buckets_in_use(0, 32), 1)

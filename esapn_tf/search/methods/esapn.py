@@ -65,6 +65,7 @@ class Esapn(base.Method):
         side: agent_lib.make_agent(
             len(sizes), sc.policy_learning_rate, sc.num_frequency_buckets,
             sc.policy_hidden_units, normalize_returns=sc.normalize_returns,
+            entropy_regularization=sc.entropy_regularization,
             name=f'{side}_policy')
         for side in base.SIDES}
     # reward='paired' (search/trials.py): shadow-row pools, their Adam, the
