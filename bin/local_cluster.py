@@ -1,4 +1,4 @@
-"""Runs a parameter-server training on a cluster of processes on this machine.
+r"""Runs a parameter-server training on a cluster of processes on this machine.
 
   python bin/local_cluster.py --workers=2 --ps=2 -- \
       --flagfile=configs/ml-latest-small-binary.flags \

@@ -317,9 +317,10 @@ def start_server(tf_config: TfConfig = None,
     The number of the signal that ended the wait.
 
   Raises:
-    errors.UserInputError: a bad TF_CONFIG (`parse_tf_config`), or a task
-      that is not a worker or ps task: the chief runs
-      `bin/train.py --distribution=parameter_server` instead.
+    errors.UserInputError: a bad TF_CONFIG (`parse_tf_config`), a task
+      that is not a worker or ps task (the chief runs
+      `bin/train.py --distribution=parameter_server` instead), or an
+      address the server cannot listen on (a port in use).
   """
   config = parse_tf_config(tf_config)
   task_type, task_index = config['task']['type'], config['task']['index']
@@ -331,10 +332,18 @@ def start_server(tf_config: TfConfig = None,
   set_grpc_fail_fast()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   cluster_spec = tf.train.ClusterSpec(config['cluster'])
-  server = tf.distribute.Server(cluster_spec, job_name=task_type,
-                                task_index=task_index, protocol='grpc',
-                                start=True)
   address = config['cluster'][task_type][task_index]
+  try:
+    server = tf.distribute.Server(cluster_spec, job_name=task_type,
+                                  task_index=task_index, protocol='grpc',
+                                  start=True)
+  except tf.errors.OpError as e:
+    raise errors.UserInputError(
+        f'{task_type}:{task_index} cannot serve on {address} '
+        f'({e.message.splitlines()[0] if e.message else type(e).__name__}): '
+        'is the port taken by another process (another task of this or '
+        'another cluster)? Free it or give the task another address in '
+        'TF_CONFIG') from e
   print(f'{task_type}:{task_index} serving on {address} ({server.target}, '
         f'pid {os.getpid()}); SIGTERM stops it', flush=True)
   return _wait_for_signal(tuple(stop_signals))
@@ -347,6 +356,12 @@ def parse_chief_tf_config(text_or_env: TfConfig = None) -> dict:
     errors.UserInputError: an invalid TF_CONFIG, or one whose task is not
       `chief`.
   """
+  if text_or_env is None and not os.environ.get(TF_CONFIG_ENV, '').strip():
+    raise _fail('is not set', 'set it to the cluster\'s JSON with this '
+                'process as the chief, e.g. TF_CONFIG=\''
+                + _EXAMPLE.replace('"worker", "index"', '"chief", "index"')
+                + '\', or start a cluster on this machine with '
+                'bin/local_cluster.py')
   parsed = parse_tf_config(text_or_env)
   task = parsed['task']
   if task['type'] != 'chief':

@@ -49,6 +49,11 @@ def make(cfg: config_lib.ExperimentConfig,
     return None
   parsed = cluster.parse_chief_tf_config(tf_config)
   spec = tf.train.ClusterSpec(parsed['cluster'])
+  # Creating the coordinator waits, without a word, until every task
+  # answers: say so first (a task that is down or a mistyped address).
+  print(f'Connecting to the cluster ({spec.num_tasks("worker")} worker(s), '
+        f'{spec.num_tasks("ps")} ps task(s)); this waits until every task '
+        'answers', flush=True)
   resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
       spec, task_type='chief', task_id=0, rpc_layer='grpc')
   num_ps = spec.num_tasks('ps')

@@ -413,7 +413,8 @@ class Trainer:
     Returns:
       `{'strategy': 'none'}`, or for parameter-server training the numbers
       of workers, ps tasks and shards, and for each side's embedding rows,
-      size index and Adam moments the device of every shard, e.g.
+      size index, Adam moments and per-id search state (loss history,
+      counts, pending decisions) the device of every shard, e.g.
       `'/job:ps/replica:0/task:1/device:CPU:0'`.
     """
     if self.distribution is None:
@@ -423,9 +424,16 @@ class Trainer:
     for side in SIDES:
       layer = self.core.embeddings[side]
       m, v = self.optimizer.slots(layer.table_variable)
-      for name, var in (('embeddings', layer.table_variable),
-                        ('size_index', layer.size_index),
-                        ('adam_m', m), ('adam_v', v)):
+      named = [('embeddings', layer.table_variable),
+               ('size_index', layer.size_index), ('adam_m', m), ('adam_v', v)]
+      # The search's per-id state (`search/state.py`), where the method
+      # has it.
+      for name in ('loss_history', 'history_count', 'pending_action',
+                   'pending_frequency', 'pending_size'):
+        state = getattr(self.core, name, None)
+        if state is not None:
+          named.append((name, state[side]))
+      for name, var in named:
         shards = var.variables if sharding.is_sharded(var) else [var]
         tables[f'{side}_{name}'] = [shard.device for shard in shards]
     return {'strategy': self.cfg.train.distribution,

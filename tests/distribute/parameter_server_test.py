@@ -117,7 +117,7 @@ class ParameterServerTest(unittest.TestCase):
     self.assertEqual((info['strategy'], info['num_workers'], info['num_ps']),
                      ('parameter_server', 2, 2))
     # Every per-id table is split, one shard on each ps task.
-    self.assertEqual(len(info['per_id_tables']), 8)
+    self.assertEqual(len(info['per_id_tables']), 18)
     for name, devices in info['per_id_tables'].items():
       self.assertEqual(len(devices), 2, name)
       self.assertEqual(sorted(d.split('/device')[0] for d in devices),
