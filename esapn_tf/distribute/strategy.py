@@ -64,3 +64,40 @@ def make(cfg: config_lib.ExperimentConfig,
   return Distribution(strategy=strategy, coordinator=coordinator,
                       num_workers=spec.num_tasks('worker'), num_ps=num_ps,
                       num_shards=num_shards)
+
+
+def describe(distribution: Optional[Distribution], embeddings, optimizer,
+             core) -> dict:
+  """Where a run's steps ran and its per-id tables lived (results.json).
+
+  Args:
+    distribution: the run's `Distribution`, or None (one process).
+    embeddings: `{'user', 'item'}` embedding layers (`table_variable`,
+      `size_index`).
+    optimizer: the `lazy_adam.LazyAdam` holding the tables' moments.
+    core: the search core; its per-id state is listed when it has some
+      (`search.state.PerIdState.per_id_variables`).
+
+  Returns:
+    `{'strategy': 'none'}`, or for parameter-server training the numbers of
+    workers, ps tasks and shards, and for each side's embedding rows, size
+    index, Adam moments and per-id search state the device of every shard,
+    e.g. `'/job:ps/replica:0/task:1/device:CPU:0'`.
+  """
+  if distribution is None:
+    return {'strategy': 'none'}
+  tables = {}
+  for side, layer in embeddings.items():
+    m, v = optimizer.slots(layer.table_variable)
+    named = [('embeddings', layer.table_variable),
+             ('size_index', layer.size_index), ('adam_m', m), ('adam_v', v)]
+    if hasattr(core, 'per_id_variables'):
+      named += core.per_id_variables(side)
+    for name, var in named:
+      shards = var.variables if sharding.is_sharded(var) else [var]
+      tables[f'{side}_{name}'] = [shard.device for shard in shards]
+  return {'strategy': 'parameter_server',
+          'num_workers': distribution.num_workers,
+          'num_ps': distribution.num_ps,
+          'num_shards': distribution.num_shards, 'per_id_tables': tables}
+

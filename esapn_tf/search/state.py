@@ -79,6 +79,13 @@ class PerIdState:
           for side in SIDES
       }
 
+  def per_id_variables(self, side: str):
+    """[(name, variable)] of the side's per-id state, e.g. for a report of
+    where its shards live (`distribute.strategy.describe`)."""
+    return [(name, getattr(self, name)[side])
+            for name in ('loss_history', 'history_count', 'pending_action',
+                         'pending_frequency', 'pending_size')]
+
   def history_mean(self, side: str,
                    ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Mean of each id's last `min(count, T)` losses.

@@ -176,14 +176,10 @@ class Trainer:
     # learns with the train part's compiled step.
     self._evaluate = tf.function(self.core._evaluate,  # pylint: disable=protected-access
                                  input_signature=signature, autograph=False)
-    # A prequential test batch on a worker: scored, then learned from, in
-    # one function, so that no other step comes in between.
-    self._evaluate_and_learn = tf.function(
-        self._evaluate_then_learn, input_signature=signature,
-        autograph=False)
     # On a cluster, the functions the coordinator schedules on a worker: the
     # same Python code, in the strategy's replica context (`strategy.run`;
-    # TF-Agents' losses ask for one).
+    # TF-Agents' losses ask for one). A prequential test batch is scored,
+    # then learned from, in one function ('evaluate_and_learn').
     self._remote = {}
     if self.distribution is not None:
       run = self.distribution.strategy.run
@@ -329,6 +325,7 @@ class Trainer:
       self.method.after_learn(batch)
     self._account(batch, phase, scores, out, stats or {}, sums, buckets,
                   progress)
+    self._save_counters(int(batch['user'].shape[0]), sums, buckets)
 
   def _run_part_remote(self, batches, phase, sums, buckets, progress,
                        on_step) -> None:
@@ -349,6 +346,7 @@ class Trainer:
     in_flight = []
 
     def retire():
+      done = 0
       for batch, remote in in_flight:
         out = remote.fetch()
         scores = out if phase == 'test' and not learn else None
@@ -357,6 +355,10 @@ class Trainer:
         elif phase == 'test':
           out = None
         self._account(batch, phase, scores, out, {}, sums, buckets, progress)
+        done += int(batch['user'].shape[0])
+      # Written once per group (each write is an RPC to a ps task); only
+      # `on_step` below reads them, through a checkpoint.
+      self._save_counters(done, sums, buckets)
       in_flight.clear()
       if on_step is not None:
         on_step()
@@ -370,7 +372,8 @@ class Trainer:
 
   def _account(self, batch, phase, scores, out, stats, sums, buckets,
                progress) -> None:
-    """Counts one batch's scores (test) and step outputs (None: no step)."""
+    """Counts one batch's scores (test) and step outputs (None: no step)
+    in `sums`, `buckets` and `progress` (`_save_counters` stores them)."""
     n = int(batch['user'].shape[0])
     test_metrics = None
     if scores is not None:
@@ -391,10 +394,14 @@ class Trainer:
         sums[0] += (n, loss.sum(), np.asarray(out['correct']).sum())
       if int(self.step) % self.cfg.train.summary_every == 0:
         self.write_summaries(out, stats, test_metrics)
+    progress.update(n, phase, _means(sums[int(phase == 'test')]))
+
+  def _save_counters(self, n: int, sums, buckets) -> None:
+    """Advances `position` by `n` examples and stores the metric sums, so
+    that a checkpoint taken now resumes after them."""
     self.position.assign_add(n)
     self.metric_sums.assign(sums)
     self.bucket_sums.assign(np.stack([buckets.sums[side] for side in SIDES]))
-    progress.update(n, phase, _means(sums[int(phase == 'test')]))
 
   def memory(self) -> Dict[str, Any]:
     """The memory table per side (DESIGN.md §5; `Method.memory`)."""
@@ -408,37 +415,10 @@ class Trainer:
         self.cfg.model.candidate_sizes[-1])
 
   def distribution_info(self) -> Dict[str, Any]:
-    """Where the run's steps ran and its per-id tables lived (results.json).
-
-    Returns:
-      `{'strategy': 'none'}`, or for parameter-server training the numbers
-      of workers, ps tasks and shards, and for each side's embedding rows,
-      size index, Adam moments and per-id search state (loss history,
-      counts, pending decisions) the device of every shard, e.g.
-      `'/job:ps/replica:0/task:1/device:CPU:0'`.
-    """
-    if self.distribution is None:
-      return {'strategy': 'none'}
-    d = self.distribution
-    tables = {}
-    for side in SIDES:
-      layer = self.core.embeddings[side]
-      m, v = self.optimizer.slots(layer.table_variable)
-      named = [('embeddings', layer.table_variable),
-               ('size_index', layer.size_index), ('adam_m', m), ('adam_v', v)]
-      # The search's per-id state (`search/state.py`), where the method
-      # has it.
-      for name in ('loss_history', 'history_count', 'pending_action',
-                   'pending_frequency', 'pending_size'):
-        state = getattr(self.core, name, None)
-        if state is not None:
-          named.append((name, state[side]))
-      for name, var in named:
-        shards = var.variables if sharding.is_sharded(var) else [var]
-        tables[f'{side}_{name}'] = [shard.device for shard in shards]
-    return {'strategy': self.cfg.train.distribution,
-            'num_workers': d.num_workers, 'num_ps': d.num_ps,
-            'num_shards': d.num_shards, 'per_id_tables': tables}
+    """`strategy_lib.describe` of this run: 'none', or the cluster and
+    the device of every per-id table shard (results.json)."""
+    return strategy_lib.describe(self.distribution, self.core.embeddings,
+                                 self.optimizer, self.core)
 
   def checkpoint(self) -> tf.train.Checkpoint:
     parts = {'model': self.model, 'optimizer': self.optimizer,

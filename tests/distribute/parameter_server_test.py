@@ -99,12 +99,18 @@ class ParameterServerTest(unittest.TestCase):
     self.data = real_data.ml_latest_small_path(self)
     self.tmp = tempfile.mkdtemp()
 
-  def test_two_workers_two_ps_train_shard_and_export(self):
-    workdir = os.path.join(self.tmp, 'run')
-    proc = _local_cluster(2, 2, os.path.join(self.tmp, 'logs'),
-                          _train_flags(self.data, workdir, 20_000))
+  def _run_to_the_end(self, workers, ps, train_flags) -> str:
+    """Runs a local cluster; asserts status 0; returns its output."""
+    proc = _local_cluster(workers, ps, os.path.join(self.tmp, 'logs'),
+                          train_flags)
     output, _ = proc.communicate(timeout=600)
     self.assertEqual(proc.returncode, 0, output)
+    return output
+
+  def test_two_workers_two_ps_train_shard_and_export(self):
+    workdir = os.path.join(self.tmp, 'run')
+    output = self._run_to_the_end(2, 2,
+                                  _train_flags(self.data, workdir, 20_000))
     self.assertIn('Cluster: 2 worker(s), 2 ps task(s); per-id tables in 2 '
                   'shard(s)', output)
     results = _results(workdir)
@@ -135,10 +141,7 @@ class ParameterServerTest(unittest.TestCase):
 
   def test_one_worker_matches_one_process(self):
     cluster_dir = os.path.join(self.tmp, 'cluster')
-    proc = _local_cluster(1, 1, os.path.join(self.tmp, 'logs'),
-                          _train_flags(self.data, cluster_dir, 20_000))
-    output, _ = proc.communicate(timeout=600)
-    self.assertEqual(proc.returncode, 0, output)
+    self._run_to_the_end(1, 1, _train_flags(self.data, cluster_dir, 20_000))
     local_dir = os.path.join(self.tmp, 'local')
     local = _train(_train_flags(self.data, local_dir, 20_000))
     self.assertEqual(local.returncode, 0, local.stderr)
