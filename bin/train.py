@@ -163,10 +163,18 @@ flags.DEFINE_enum('distribution', _T.distribution,
                   'is the chief of a cluster read from TF_CONFIG; the steps '
                   'run on its workers, the per-id tables are sharded over '
                   'its ps tasks (README, "Training on a cluster"; '
-                  'bin/local_cluster.py starts one on localhost).')
+                  'bin/local_cluster.py starts one on localhost). '
+                  'mirrored: MirroredStrategy over this machine\'s GPUs (or '
+                  '--num_replicas logical CPU devices); each batch is split '
+                  'over the replicas (README, "Training on several '
+                  'devices").')
 flags.DEFINE_integer('num_shards', _T.num_shards,
                      'With --distribution=parameter_server: shards per '
                      'per-id table (0 = one per ps task).')
+flags.DEFINE_integer('num_replicas', _T.num_replicas,
+                     'With --distribution=mirrored: the first N GPUs (0 = '
+                     'all); on a machine without a GPU, N logical CPU '
+                     'devices (0 = one).')
 flags.DEFINE_float('log_every_seconds', _T.log_every_seconds,
                    'Seconds between progress lines.')
 FLAGS = flags.FLAGS
@@ -233,7 +241,8 @@ def build_config() -> config_lib.ExperimentConfig:
           checkpoint_every=FLAGS.checkpoint_every,
           summary_every=FLAGS.summary_every,
           log_every_seconds=FLAGS.log_every_seconds,
-          distribution=FLAGS.distribution, num_shards=FLAGS.num_shards))
+          distribution=FLAGS.distribution, num_shards=FLAGS.num_shards,
+          num_replicas=FLAGS.num_replicas))
 
 
 # Flags that only some methods read: a note when another method is chosen.

@@ -37,11 +37,13 @@ DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
             'ml-latest-small')
 PAPER_CANDIDATE_SIZES = (2, 4, 8, 16, 64, 128)
 # 'none': one process; 'parameter_server': tf.distribute's parameter-server
-# training, the cluster read from TF_CONFIG (README, "Training on a cluster").
-DISTRIBUTIONS = ('none', 'parameter_server')
-# Methods whose step runs on parameter-server workers: their whole step is
-# one tf.function over the batch (no eager work with the batch before it,
-# no per-size slices of a sharded table).
+# training, the cluster read from TF_CONFIG (README, "Training on a cluster");
+# 'mirrored': MirroredStrategy data parallelism over this machine's devices
+# (README, "Training on several devices").
+DISTRIBUTIONS = ('none', 'parameter_server', 'mirrored')
+# Methods whose step runs under a distribution: their whole step is one
+# tf.function over the batch (no eager work with the batch before it, no
+# per-size slices of a sharded table).
 DISTRIBUTED_METHODS = ('esapn', 'fixed', 'mde', 'random', 'threshold')
 
 
@@ -237,11 +239,15 @@ class TrainConfig:
   checkpoint_every: int = 500  # steps between checkpoints; 0 = only at end
   summary_every: int = 10  # steps between TensorBoard scalars
   log_every_seconds: float = 10.0  # seconds between progress lines
-  # Where the step runs: 'none' (this process) or 'parameter_server'
-  # (workers of a cluster from TF_CONFIG; per-id tables on the ps tasks).
+  # Where the step runs: 'none' (this process), 'parameter_server'
+  # (workers of a cluster from TF_CONFIG; per-id tables on the ps tasks) or
+  # 'mirrored' (replicas on this machine's devices, the batch split).
   distribution: str = 'none'
   # Shards of every per-id table under 'parameter_server'; 0 = one per ps.
   num_shards: int = 0
+  # Replicas under 'mirrored': the first N GPUs (0 = every GPU); without a
+  # GPU, N logical CPU devices (0 = one).
+  num_replicas: int = 0
 
   def __post_init__(self):
     if self.batch_size < 2:
@@ -264,11 +270,14 @@ class TrainConfig:
             'use true, false or auto (None: decided from the stream length)')
     _check_choice('distribution', self.distribution, DISTRIBUTIONS)
     _check_range('num_shards', self.num_shards, 0, 1_000_000)
+    _check_range('num_replicas', self.num_replicas, 0, 1024)
     if self.distribution != 'none' and self.jit_compile:
+      where = ('whose variables live on parameter servers'
+               if self.distribution == 'parameter_server' else
+               'that sums gradients over replicas')
       _fail('jit_compile', self.jit_compile,
-            f'XLA cannot compile a step whose variables live on parameter '
-            f'servers; use --jit_compile=auto or false with '
-            f'--distribution={self.distribution}')
+            f'XLA cannot compile a step {where}; use --jit_compile=auto or '
+            f'false with --distribution={self.distribution}')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,9 @@ SLOW = (
     'tests/data/malformed_test.py::TrainScriptTest',
     # Localhost clusters of real TensorFlow tasks (bin/local_cluster.py).
     'tests/distribute/parameter_server_test.py',
+    # Child processes on two logical CPU devices; bin/train.py runs.
+    'tests/distribute/mirrored_test.py::MirroredStepsTest',
+    'tests/distribute/mirrored_test.py::MirroredEndToEndTest',
     # Starts a real TensorFlow server in bin/cluster_task.py.
     'tests/distribute/cluster_test.py::ClusterTaskScriptTest::test_worker_',
     'tests/init_test.py::KerasGuardTest',  # A Python per case.

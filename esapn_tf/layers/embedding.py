@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
+from esapn_tf.distribute import mirrored
 from esapn_tf.distribute import sharding
 
 
@@ -194,7 +195,8 @@ class MultiSizeEmbedding(SizedTables):
       self.lift_biases.append(self.add_weight(
           name=f'lift_{d_in}_to_{d_out}_bias', shape=(d_out,),
           initializer='zeros', trainable=True))
-    self.batch_norm = tf.keras.layers.BatchNormalization(
+    # Synchronized over replicas under `--distribution=mirrored`.
+    self.batch_norm = mirrored.batch_normalization(
         momentum=self.batch_norm_momentum, name='batch_norm')
     self.batch_norm.build((None, self.output_dim))
     super().build(input_shape)

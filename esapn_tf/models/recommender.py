@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from esapn_tf import config as config_lib
+from esapn_tf.distribute import mirrored
 from esapn_tf.layers import embedding
 from esapn_tf.layers import pooled_embedding
 from esapn_tf.layers import soft_embedding
@@ -107,10 +108,10 @@ class Recommender(tf.keras.Model):
         num_items, self.candidate_sizes,
         batch_norm_momentum=batch_norm_momentum, name='item_embedding',
         **extra.get('item', {}))
-    self.input_norm = tf.keras.layers.BatchNormalization(
+    self.input_norm = mirrored.batch_normalization(
         momentum=batch_norm_momentum, name='input_norm')
     self.hidden = tf.keras.layers.Dense(hidden_units, name='hidden')
-    self.hidden_norm = tf.keras.layers.BatchNormalization(
+    self.hidden_norm = mirrored.batch_normalization(
         momentum=batch_norm_momentum, name='hidden_norm')
     self.out = tf.keras.layers.Dense(TASK_OUTPUTS[task], name='logits')
 

@@ -18,6 +18,7 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from esapn_tf.distribute import mirrored
 from esapn_tf.search import agent as agent_lib
 from esapn_tf.search import groups
 
@@ -125,7 +126,7 @@ class AutoEmbController(tf.Module):
                weights: tf.Tensor) -> None:
     """Stores each id's weights at its last copy as its current weights."""
     last = last_copies(ids, frequency)
-    self.current.scatter_nd_update(
+    mirrored.own_copy(self.current).scatter_nd_update(
         tf.expand_dims(ids, -1), per_id_value(ids, last, weights))
 
 

@@ -34,6 +34,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
+from esapn_tf.distribute import mirrored
 from esapn_tf.distribute import sharding
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
@@ -151,19 +152,26 @@ class SearchCore(state.PerIdState, tf.Module):
     for side, enlarged in (('user', user_enlarged), ('item', item_enlarged)):
       self.size_counts.move(side, batch[side], before[side],
                             before[side] + tf.cast(enlarged, tf.int32))
+    # Under `--distribution=mirrored` each replica scores its share of the
+    # batch and the gradients are summed over replicas (`mirrored`); the
+    # rest of the step sees the whole batch.
+    share = mirrored.ReplicaShare(batch)
+    local = share.local(batch)
     with tf.GradientTape() as tape:
-      logits = self.model(batch, training=True)
-      losses = recommender.per_example_loss(self.task, batch['label'], logits)
-      loss = tf.reduce_mean(losses)
+      logits = self.model(local, training=True)
+      losses = recommender.per_example_loss(self.task, local['label'], logits)
+      loss = share.mean(losses)
     apply_recommender_gradients(self.optimizer, tape, loss,
-                                self.dense_variables, self.embeddings, batch)
+                                self.dense_variables, self.embeddings, batch,
+                                share)
+    losses = share.concat(losses)
     for side in SIDES:
       self._push_history(side, batch[side], batch[f'{side}_frequency'],
                          losses)
     return {
         'loss': losses,
-        'correct': recommender.per_example_correct(self.task, batch['label'],
-                                                   logits),
+        'correct': share.concat(recommender.per_example_correct(
+            self.task, local['label'], logits)),
         'user_enlarged': user_enlarged,
         'item_enlarged': item_enlarged,
     }
@@ -196,7 +204,9 @@ def dense_variables(model: tf.keras.Model, tables) -> list:
 def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
                                 loss: tf.Tensor, dense_variables,
                                 embeddings: Dict[str, tf.keras.layers.Layer],
-                                batch: Batch) -> None:
+                                batch: Batch,
+                                share: Optional[mirrored.ReplicaShare] = None
+                                ) -> None:
   """One optimizer step of the recommender on `loss`.
 
   With `lazy_adam.LazyAdam`, each side's `table_variable` (read with one
@@ -211,12 +221,17 @@ def apply_recommender_gradients(optimizer, tape: tf.GradientTape,
     dense_variables: the model's trainable variables other than the tables.
     embeddings: `{'user': layer, 'item': layer}` (`embedding.SizedTables`).
     batch: the batch (`'user'` and `'item'` int32 `[batch]` rows).
+    share: the replica's share of `batch` when `loss` is its part of the
+      batch mean (`mirrored.ReplicaShare`): the gradients are summed over
+      the replicas first, so every replica applies the whole batch's.
   """
   tables = [embeddings[side].table_variable for side in SIDES]
   variables = list(dense_variables) + tables
   # A sharded table's gradient comes per shard (`sharding`).
   grads = sharding.regroup_gradients(
       tape.gradient(loss, sharding.gradient_sources(variables)), variables)
+  if share is not None:
+    grads = share.sum_gradients(grads)
   if not isinstance(optimizer, lazy_adam.LazyAdam):
     optimizer.apply_gradients(zip(grads, variables))
     return

@@ -41,6 +41,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from esapn_tf.distribute import mirrored
 from esapn_tf.distribute import sharding
 from esapn_tf.layers import embedding as embedding_lib
 from esapn_tf.models import recommender
@@ -48,6 +49,10 @@ from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import groups
 
 SIDES = ('user', 'item')
+
+# A trial pool's variable as the step writes it (its replica's own copy
+# under `--distribution=mirrored`: `MirroredVariable` has no `scatter_nd_*`).
+_own = mirrored.own_copy
 
 
 class TrialPool(tf.Module):
@@ -156,8 +161,8 @@ def score(model, pools: Dict[str, TrialPool], batch):
     in_trial, slot = trial[side]
     counted = tf.logical_and(in_trial, tf.gather(pool.updates, slot) > 0)
     index = tf.expand_dims(slot, -1)
-    pool.appearances.scatter_nd_add(index, tf.cast(counted, tf.int32))
-    pool.benefit_sum.scatter_nd_add(
+    _own(pool.appearances).scatter_nd_add(index, tf.cast(counted, tf.int32))
+    _own(pool.benefit_sum).scatter_nd_add(
         index, tf.where(counted, real_loss - shadow_loss[side], 0.0))
   return trial
 
@@ -193,7 +198,7 @@ def train_shadows(model, pools: Dict[str, TrialPool], batch,
     count_step = False
     _, slot = trial[side]
     pool = pools[side]
-    pool.updates.scatter_nd_update(tf.expand_dims(slot, -1),
+    _own(pool.updates).scatter_nd_update(tf.expand_dims(slot, -1),
                                    tf.gather(pool.updates, slot) + 1)
 
 
@@ -248,7 +253,7 @@ def adopt(pool: TrialPool, optimizer: lazy_adam.LazyAdam,
 def free(pool: TrialPool, slot: tf.Tensor, resolved: tf.Tensor) -> None:
   """Frees the slots of resolved trials (others write to the sink)."""
   target = tf.expand_dims(tf.where(resolved, slot, pool.sink), -1)
-  pool.owner.scatter_nd_update(target, tf.fill(tf.shape(slot), -1))
+  _own(pool.owner).scatter_nd_update(target, tf.fill(tf.shape(slot), -1))
 
 
 def start(pool: TrialPool, shadow_optimizer: lazy_adam.LazyAdam,
@@ -284,12 +289,12 @@ def start(pool: TrialPool, shadow_optimizer: lazy_adam.LazyAdam,
   won = tf.logical_and(candidate, tf.equal(winner, ids))
   target = tf.expand_dims(tf.where(won, slot, pool.sink), -1)
   n = tf.shape(ids)[:1]
-  pool.owner.scatter_nd_update(target, tf.where(won, ids, -1))
-  pool.rows.scatter_nd_update(
+  _own(pool.owner).scatter_nd_update(target, tf.where(won, ids, -1))
+  _own(pool.rows).scatter_nd_update(
       target, layer.next_size_rows(layer.gather_rows(ids), size))
-  pool.appearances.scatter_nd_update(target, tf.zeros(n, tf.int32))
-  pool.updates.scatter_nd_update(target, tf.zeros(n, tf.int32))
-  pool.benefit_sum.scatter_nd_update(target, tf.zeros(n))
-  pool.start_step.scatter_nd_update(target, tf.fill(n, step))
+  _own(pool.appearances).scatter_nd_update(target, tf.zeros(n, tf.int32))
+  _own(pool.updates).scatter_nd_update(target, tf.zeros(n, tf.int32))
+  _own(pool.benefit_sum).scatter_nd_update(target, tf.zeros(n))
+  _own(pool.start_step).scatter_nd_update(target, tf.fill(n, step))
   shadow_optimizer.reset_rows(pool.rows, tf.squeeze(target, -1), won)
   return won

@@ -150,7 +150,12 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
           f'{s.num_test:,} ({d.order} order)', flush=True)
 
   distribution = strategy_lib.make(cfg)
-  if distribution is not None and verbose:
+  if distribution is not None and distribution.kind == 'mirrored':
+    if verbose:
+      print(f'Mirrored: {len(distribution.devices)} replica(s) on '
+            f'{", ".join(distribution.devices)}; each batch split over them',
+            flush=True)
+  elif distribution is not None and verbose:
     print(f'Cluster: {distribution.num_workers} worker(s), '
           f'{distribution.num_ps} ps task(s); per-id tables in '
           f'{distribution.num_shards} shard(s)', flush=True)
@@ -171,21 +176,22 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
           f'{os.path.basename(manager.latest_checkpoint)} does not hold this '
           'version\'s variables (written by an older version?); pass '
           '--restart to discard it, or use another --workdir') from e
+    step, done = int(trainer.step.numpy()), int(trainer.position.numpy())
     print(f'Resuming {workdir} from {os.path.basename(manager.latest_checkpoint)}'
-          f' (step {int(trainer.step)}, {int(trainer.position):,} of '
-          f'{s.num_examples:,} examples done)', flush=True)
+          f' (step {step}, {done:,} of {s.num_examples:,} examples done)',
+          flush=True)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'events'))
   progress = outputs.Progress(s.num_examples, cfg.train.log_every_seconds,
                               enabled=verbose)
   stop_signal = []
-  last_step = [int(trainer.step)]
+  last_step = [int(trainer.step.numpy())]
 
   def on_signal(signum, frame):
     del frame
     stop_signal.append(signum)
 
   def on_step():
-    step = int(trainer.step)
+    step = int(trainer.step.numpy())
     if stop_signal:
       manager.save(checkpoint_number=step)
       raise errors.RunInterrupted(
@@ -209,7 +215,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
     for signum, handler in handlers.items():
       signal.signal(signum, handler)
 
-  manager.save(checkpoint_number=int(trainer.step))
+  manager.save(checkpoint_number=int(trainer.step.numpy()))
   files.atomic_write_text(os.path.join(workdir, 'per_frequency.csv'),
                             metrics['per_frequency'].to_csv())
   results = {

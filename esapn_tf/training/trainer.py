@@ -81,9 +81,10 @@ class Trainer:
       cfg: the experiment; `train.jit_compile=None` is decided here from
         `s.num_train` (`resolve_jit_compile`; `self.cfg` holds the choice).
       s: the stream.
-      distribution: parameter-server training (`strategy_lib.make`): every
-        variable is created in its strategy's scope, and the steps are
-        scheduled on its workers (`_run_part_remote`); None: this process.
+      distribution: `strategy_lib.make`'s; every variable is created in
+        its strategy's scope. Parameter-server training schedules the steps
+        on the workers (`_run_part_remote`); mirrored training runs them
+        here on every replica (`_replicated`); None: this process alone.
     """
     self.distribution = distribution
     with (distribution.strategy.scope() if distribution is not None else
@@ -181,7 +182,11 @@ class Trainer:
     # TF-Agents' losses ask for one). A prequential test batch is scored,
     # then learned from, in one function ('evaluate_and_learn').
     self._remote = {}
-    if self.distribution is not None:
+    if self.mirrored:
+      self._learn_graph = self._replicated(self._learn, signature)
+      self._evaluate = self._replicated(
+          self.core._evaluate, signature)  # pylint: disable=protected-access
+    elif self.distribution is not None:
       run = self.distribution.strategy.run
 
       def on_worker(fn):
@@ -192,6 +197,24 @@ class Trainer:
                        ('evaluate', self.core._evaluate),  # pylint: disable=protected-access
                        ('evaluate_and_learn', self._evaluate_then_learn)):
         self._remote[name] = on_worker(fn)
+
+  @property
+  def mirrored(self) -> bool:
+    """True under `--distribution=mirrored` (steps in this process)."""
+    return (self.distribution is not None and
+            self.distribution.kind == 'mirrored')
+
+  def _replicated(self, fn, signature):
+    """`fn` as one graph run by every replica on the whole batch
+    (`strategy.run`; the recommender pass splits it, `distribute.mirrored`);
+    returns the first replica's outputs (all replicas compute the same)."""
+    strategy = self.distribution.strategy
+
+    def run(batch):
+      return strategy.experimental_local_results(
+          strategy.run(fn, args=(batch,)))[0]
+
+    return tf.function(run, input_signature=signature, autograph=False)
 
   # ------------------------------------------------------------ one step
   def learn(self, batch: environment.Batch) -> Dict[str, tf.Tensor]:
@@ -264,7 +287,7 @@ class Trainer:
     """
     cfg, s = self.cfg, self.stream
     bs = cfg.train.batch_size
-    position = int(self.position)
+    position = int(self.position.numpy())
     sums = self.metric_sums.numpy()  # rows: train, test; (n, loss, hits)
     buckets = outputs.FrequencyBuckets(cfg.search.num_frequency_buckets)
     for i, side in enumerate(SIDES):
@@ -288,7 +311,7 @@ class Trainer:
         # `position` is a batch boundary, so the batches from it are the
         # ones an uninterrupted run sees.
         batches = stream_lib.make_dataset(s, max(lo, position), hi, bs)
-        if self.distribution is not None:
+        if self.distribution is not None and not self.mirrored:
           self._run_part_remote(batches, phase, sums, buckets, progress,
                                 on_step)
         else:
@@ -308,7 +331,7 @@ class Trainer:
               'loss': float(loss / count) if count else float('nan'),
               'accuracy': float(correct / count) if count else float('nan')}
 
-    seconds = float(self.train_seconds)
+    seconds = float(self.train_seconds.numpy())
     return {'train': summary(sums[0]), 'test': summary(sums[1]),
             'per_frequency': buckets,
             'train_examples_per_second':
@@ -388,11 +411,11 @@ class Trainer:
         loss = np.asarray(out['loss'])
         if not np.all(np.isfinite(loss)):
           raise errors.TrainingError(
-              f'non-finite training loss at step {int(self.step)}; the last '
-              'good checkpoint is kept; lower --learning_rate or check the '
-              'data')
+              f'non-finite training loss at step {int(self.step.numpy())}; '
+              'the last good checkpoint is kept; lower --learning_rate or '
+              'check the data')
         sums[0] += (n, loss.sum(), np.asarray(out['correct']).sum())
-      if int(self.step) % self.cfg.train.summary_every == 0:
+      if int(self.step.numpy()) % self.cfg.train.summary_every == 0:
         self.write_summaries(out, stats, test_metrics)
     progress.update(n, phase, _means(sums[int(phase == 'test')]))
 

@@ -17,7 +17,7 @@ from esapn_tf import errors
 # saved whole, `sharding`), so a run may resume with another distribution.
 RESUMABLE_CHANGES = ('train.log_every_seconds', 'train.checkpoint_every',
                      'train.summary_every', 'train.distribution',
-                     'train.num_shards')
+                     'train.num_shards', 'train.num_replicas')
 # Fields whose None ("auto") a run decides from its data when it starts
 # (`trainer.resolve_jit_compile`); the other fields pin the data, so a
 # recorded decision matches a new None.
@@ -25,7 +25,8 @@ AUTO_FIELDS = ('train.jit_compile',)
 # Fields added after runs were written: a config.json without one ran with
 # this value.
 ADDED_FIELDS = {'model.embedding_storage': 'dense',
-                'train.distribution': 'none', 'train.num_shards': 0}
+                'train.distribution': 'none', 'train.num_shards': 0,
+                'train.num_replicas': 0}
 
 
 def latest_checkpoint_present(workdir: str) -> bool:

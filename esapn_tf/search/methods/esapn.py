@@ -386,7 +386,7 @@ class Esapn(base.Method):
       out['memory_budget_reachable'] = self.reachable
     out['policy_enlarge_probability'] = self.policy_table()
     out['policy_diagnostics'] = self.policy_diagnostics()
-    out['memory_cost'] = {side: float(c.cost)
+    out['memory_cost'] = {side: float(c.cost.numpy())
                           for side, c in self.memory_costs.items()}
     return out
 
