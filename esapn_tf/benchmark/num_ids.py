@@ -1,6 +1,7 @@
 """ESAPN's step time against the id space (issue 12: "step_ms_by_num_ids").
 
-The same ESAPN step (`Trainer.learn`, XLA, default settings), the same
+The same ESAPN step (`Trainer.learn`, default settings, with the storage a
+large id space needs: pooled rows under `--memory_budget=0.2`), the same
 batch size and seed, on synthetic streams whose ids per side differ: if the
 step's cost follows the batch, the times match. Each stream draws its ids
 from a power law over the id space, as MovieLens' popularity is: the id of
@@ -10,11 +11,17 @@ seeded permutation, so that the rows a batch touches lie all over the table
 as in a real id map. Every id has a row, seen or not (the table is sized by
 the id space).
 
+Pooled storage runs as a graph, not XLA (`trainer.resolve_jit_compile`):
+XLA copied the arena at every step. `storage='dense'` times the dense
+layout with XLA instead.
+
 The trainers of all sizes are built first, then timed in interleaved
 windows (the order rotating), so that a change of machine load hits every
 size alike. With dense tables, a side costs `num_ids * 128 * 4 * 3` bytes
 (table and two Adam moments): 1.5 GB at 1,000,000 ids, 15 GB at
 10,000,000, which does not fit this machine's memory next to the other.
+Pooled under a budget B, a side's arena and moments take about
+`B x num_ids x 128 x 4 x 3` bytes (3.1 GB at 10M ids and B = 0.2).
 """
 
 import time
@@ -94,12 +101,13 @@ def _sync(out) -> None:
 def step_ms_by_num_ids(num_ids: Sequence[int], batch_size: int = 500,
                        steps_per_window: int = 20, windows: int = 7,
                        warmup: int = 5, num_batches: int = 40,
-                       exponent: float = 1.05,
-                       seed: int = 0) -> Dict[str, float]:
+                       exponent: float = 1.05, seed: int = 0,
+                       storage: str = 'pooled',
+                       memory_budget: float = 0.2) -> Dict[str, float]:
   """Median ESAPN step time (ms) at each id count per side.
 
   For each id count: a `power_law_stream` of `num_batches * batch_size`
-  examples and an ESAPN `Trainer` (default settings, XLA on, the same
+  examples and an ESAPN `Trainer` (default settings and `storage`, the same
   seed). After one compiling step and `warmup` untimed steps each, the
   trainers are timed in `windows` interleaved windows of
   `steps_per_window` steps (batches reused cyclically); a size's figure is
@@ -114,6 +122,8 @@ def step_ms_by_num_ids(num_ids: Sequence[int], batch_size: int = 500,
     num_batches: distinct batches per stream.
     exponent: the ids' power-law exponent.
     seed: seeds the streams and the trainers.
+    storage: 'pooled' (graph; with `memory_budget`) or 'dense' (XLA).
+    memory_budget: ESAPN's budget with pooled storage.
 
   Returns:
     `{str(num_ids): milliseconds per step}`, e.g.
@@ -134,9 +144,13 @@ def step_ms_by_num_ids(num_ids: Sequence[int], batch_size: int = 500,
   for n in sizes:
     s = power_law_stream(n, num_batches * batch_size, exponent, seed)
     tf.keras.utils.set_random_seed(seed)
+    pooled = storage == 'pooled'
     cfg = config_lib.ExperimentConfig(
+        model=config_lib.ModelConfig(embedding_storage=storage),
+        search=config_lib.SearchConfig(
+            memory_budget=memory_budget if pooled else 0.0),
         train=config_lib.TrainConfig(batch_size=batch_size, seed=seed,
-                                     jit_compile=True))
+                                     jit_compile=not pooled))
     t = trainer_lib.Trainer(cfg, s)
     steps[n] = t.learn
     batches[n] = list(stream_lib.make_dataset(s, 0, s.num_examples,

@@ -34,7 +34,9 @@ class BenchmarkOptions:
   warmup_steps: int = 5  # untimed steps after compilation
   e2e: bool = True  # the four end-to-end runs (child processes)
   skip_20m: bool = False  # leave out the ml-20m-scale parts
-  num_ids: Tuple[int, ...] = (10_000, 1_000_000)  # ids per side, step time
+  num_ids: Tuple[int, ...] = (10_000, 1_000_000,
+                              10_000_000)  # ids per side, step time
+  ten_million_ids: bool = False  # the 10M-id runs (ten_million.py)
   cache_dir: str = ''  # where the ml-20m-size ratings.csv is kept
   output: str = 'benchmark.json'  # JSON file of the figures
 
@@ -57,7 +59,9 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
     `e2e_esapn_over_fixed` (`{'cold', 'warm'}`), and without `skip_20m`
     `load_20m_seconds`, `load_20m_peak_rss_bytes`,
     `step_ms_by_num_ids` (`{'10000': ms, ...}`, `benchmark/num_ids.py`),
-    `ml20m_scale_train_examples_per_second`, `ml20m_scale_state_bytes`.
+    `ml20m_scale_train_examples_per_second`, `ml20m_scale_state_bytes`,
+    `train_state_bytes` (`ten_million.train_state_bytes`), and with
+    `ten_million_ids` the key of that name (`ten_million.ten_million_ids`).
 
   Raises:
     errors.UserInputError: an end-to-end run failed, or the data is bad.
@@ -107,11 +111,21 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
     load = throughput.load_20m(folder)
     report['load_20m_seconds'] = load['seconds']
     report['load_20m_peak_rss_bytes'] = load['peak_rss_bytes']
-    rate, state, _ = throughput.ml20m_scale(
+    rate, state, s20m = throughput.ml20m_scale(
         folder, bs, options.window_steps, options.windows,
         options.warmup_steps)
     report['ml20m_scale_train_examples_per_second'] = rate
     report['ml20m_scale_state_bytes'] = state
+    # pylint: disable-next=g-import-not-at-top
+    from esapn_tf.benchmark import ten_million
+    report['train_state_bytes'] = ten_million.train_state_bytes(
+        s20m, batch_size=bs)
+    del s20m
+  if options.ten_million_ids:
+    # pylint: disable-next=g-import-not-at-top
+    from esapn_tf.benchmark import ten_million
+    report['ten_million_ids'] = ten_million.ten_million_ids(
+        options.cache_dir, os.path.join(options.cache_dir, 'ten-million-runs'))
   tmp = options.output + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(report, f, indent=2, sort_keys=True)
@@ -155,4 +169,20 @@ def table(report: Dict[str, Any]) -> str:
         f"{report['ml20m_scale_train_examples_per_second']:>10,.0f} ex/s",
         f"{'  tables + optimizer slots':<34} "
         f"{report['ml20m_scale_state_bytes'] / 2**20:>10.1f} MiB"]
+  if 'train_state_bytes' in report:
+    b = report['train_state_bytes']
+    lines.append(
+        f"{'ml-20m-size training state':<34} FIXED {b['fixed'] / 2**20:,.0f} "
+        f"MiB, ESAPN (budget {b['esapn_budget']:g}, pooled) "
+        f"{b['esapn'] / 2**20:,.0f} MiB ({b['esapn_over_fixed']:.3f}x)")
+  if 'ten_million_ids' in report:
+    t = report['ten_million_ids']
+    fixed = (f"peak RSS {t['fixed_peak_rss_bytes'] / 2**30:.2f} GiB"
+             if t['fixed_error'] is None else f"failed: {t['fixed_error']}")
+    lines += [
+        f"{t['num_ids']:,} users and items, {t['num_examples']:,} ratings:",
+        f"  ESAPN (budget 0.2, pooled) peak RSS "
+        f"{t['esapn_peak_rss_bytes'] / 2**30:.2f} GiB, "
+        f"{t['esapn_examples_per_second']:,.0f} ex/s steady",
+        f'  FIXED-128 {fixed}']
   return '\n'.join(lines)

@@ -52,13 +52,18 @@ def resolve_jit_compile(cfg: config_lib.ExperimentConfig,
 
   Returns:
     `cfg`, or a copy whose `jit_compile` is
-    `num_train >= JIT_MIN_TRAIN_EXAMPLES` (False under a distribution).
+    `num_train >= JIT_MIN_TRAIN_EXAMPLES` (False under a distribution and
+    with pooled storage).
   """
   if cfg.train.jit_compile is not None:
     return cfg
-  # XLA cannot compile a step over parameter servers' variables.
+  # XLA cannot compile a step over parameter servers' variables. With
+  # pooled storage XLA copies the arena and both moments at every step
+  # (copy insertion around the arena's reads and in-place scatters): 40 ms
+  # a step at 1M ids per side against 15 ms at 10,000, 255 ms at 10M; the
+  # graph takes 25-34 ms at every size (BUILD_NOTES, "Ten million ids").
   jit = (num_train >= JIT_MIN_TRAIN_EXAMPLES and
-         cfg.train.distribution == 'none')
+         cfg.train.distribution == 'none' and not cfg.pooled_storage)
   return dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, jit_compile=jit))
 
