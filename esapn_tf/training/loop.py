@@ -242,6 +242,10 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
       # after the train part or it had one step).
       'train_examples_per_second': metrics['train_examples_per_second'],
       'train_examples_per_second_steady': progress.steady_rate('train'),
+      # The same per quarter of the train part's steady steps: a run that
+      # slows down as it goes shows here (issue 12); this process's steps.
+      'train_examples_per_second_by_quarter': progress.rate_by_quarter(
+          'train'),
       'jit_compile': cfg.train.jit_compile,  # as decided (auto: by length)
       # 'none', or the cluster and the devices of the per-id tables' shards.
       'distribution': trainer.distribution_info(),

@@ -12,7 +12,7 @@ import io
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -126,6 +126,9 @@ class Progress:
     self._step_end = self.start  # When the previous step ended.
     # Phase -> [examples, seconds] of its steps after its first one.
     self._steady: Dict[str, List[float]] = {}
+    # Phase -> [(examples, seconds)] of each of those steps, for the rate
+    # per quarter (a run that slows down as it goes).
+    self._steps: Dict[str, List[Tuple[int, float]]] = {}
 
   def steady_rate(self, phase: str) -> Optional[float]:
     """Examples per second of `phase` after its first step.
@@ -138,6 +141,33 @@ class Progress:
     """
     examples, seconds = self._steady.get(phase, (0, 0.0))
     return examples / seconds if examples and seconds > 0 else None
+
+  def rate_by_quarter(self, phase: str) -> Optional[List[float]]:
+    """Examples per second in each quarter of `phase`'s steady steps.
+
+    The steps after the first are split into four runs of about equal
+    examples; each quarter's rate is its examples over its seconds.
+
+    Args:
+      phase: 'train' or 'test'.
+
+    Returns:
+      Four rates, or None with fewer than four steady steps.
+    """
+    steps = self._steps.get(phase, [])
+    if len(steps) < 4:
+      return None
+    examples = np.array([e for e, _ in steps], np.float64)
+    seconds = np.array([t for _, t in steps], np.float64)
+    cut = np.searchsorted(np.cumsum(examples),
+                          np.sum(examples) * np.array([0.25, 0.5, 0.75]),
+                          side='right')
+    bounds = [0]
+    for k, c in enumerate(cut.tolist()):  # at least one step per quarter
+      bounds.append(min(max(c, bounds[-1] + 1), len(steps) - 3 + k))
+    bounds.append(len(steps))
+    return [float(examples[a:b].sum() / max(seconds[a:b].sum(), 1e-12))
+            for a, b in zip(bounds[:-1], bounds[1:])]
 
   def update(self, examples: int, phase: str, metrics: Dict[str, float],
              force: bool = False) -> None:
@@ -161,6 +191,7 @@ class Progress:
       steady = self._steady[phase]
       steady[0] += int(examples)
       steady[1] += seconds
+      self._steps.setdefault(phase, []).append((int(examples), seconds))
     if not self.enabled:
       return
     if first:

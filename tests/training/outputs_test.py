@@ -227,6 +227,31 @@ class TextTest(tf.test.TestCase):
     self.assertEqual(progress.steady_rate('train'), 100.0)
     self.assertEqual(progress.steady_rate('test'), 200.0)
 
+  def test_rate_by_quarter_shows_a_slowdown(self):
+    progress, _ = self._progress(10_000)
+    self._step(progress, 10.0, 100)  # The first step: left out.
+    # 16 steady steps of 100 examples: 0.1 s each, then the last quarter
+    # at 0.2 s (half the rate); a last partial batch of 50 examples.
+    for i in range(16):
+      self._step(progress, 0.2 if i >= 12 else 0.1, 100)
+    self._step(progress, 0.1, 50)
+    rates = progress.rate_by_quarter('train')
+    self.assertLen(rates, 4)
+    self.assertAllClose(rates[:3], [1000.0, 1000.0, 1000.0])
+    # The quarters end where 25%, 50% and 75% of the 1,650 examples are
+    # done: after steady steps 4, 8 and 12. The last quarter holds the four
+    # slow steps and the partial one: 450 examples in 0.9 s.
+    self.assertAllClose(rates[3], 500.0)
+    self.assertIsNone(progress.rate_by_quarter('test'))
+
+  def test_rate_by_quarter_needs_four_steps(self):
+    progress, _ = self._progress(1_000)
+    for _ in range(4):  # The first one and three steady steps.
+      self._step(progress, 1.0, 100)
+    self.assertIsNone(progress.rate_by_quarter('train'))
+    self._step(progress, 1.0, 100)
+    self.assertEqual(progress.rate_by_quarter('train'), [100.0] * 4)
+
   def test_no_steady_rate_after_one_step(self):
     progress, out = self._progress(1_000)
     self._step(progress, 3.0, 100)
