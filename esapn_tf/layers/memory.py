@@ -71,3 +71,39 @@ def train_state_bytes(layers: Sequence[Any], reference_size: int,
   out['fixed_total'] = fixed
   out['ratio'] = out['total'] / fixed if fixed else 0.0
   return out
+
+
+def embedding_floor_bytes(num_ids: Sequence[int],
+                          candidate_sizes: Sequence[int],
+                          budgets: Sequence[float], pooled: bool,
+                          slots_per_value: int = 2) -> int:
+  """Bytes the embedding rows and their Adam moments take from the start.
+
+  A lower bound of a run's memory, known before anything is allocated:
+  dense storage holds `num_ids x d_n` floats per side; pooled storage holds
+  `budget x num_ids x d_n` under a budget (its arena is sized up front),
+  else `num_ids x d_0`. Each float has `slots_per_value` moments. The MLP,
+  the per-id index and search state, the stream and TensorFlow itself come
+  on top.
+
+  Args:
+    num_ids: ids per side, e.g. `(num_users, num_items)`.
+    candidate_sizes: the sizes (dims), ascending.
+    budgets: each side's memory budget (0 = none).
+    pooled: the storage is `--embedding_storage=pooled`.
+    slots_per_value: optimizer moments per float (2 for Adam).
+
+  Returns:
+    Bytes (int).
+  """
+  total = 0
+  for n, budget in zip(num_ids, budgets):
+    if not pooled:
+      dims = n * candidate_sizes[-1]
+    elif budget:
+      dims = max(budget * n * candidate_sizes[-1], n * candidate_sizes[0])
+    else:
+      dims = n * candidate_sizes[0]
+    total += int(dims) * 4 * (1 + slots_per_value)
+  return total
+

@@ -22,6 +22,7 @@ from (prequential, "test-then-train"; both the recommender and the policies
 keep learning), or only scored (`test_mode='frozen'`).
 """
 import os
+import resource
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from esapn_tf import errors
 from esapn_tf import files
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.distribute import strategy as strategy_lib
+from esapn_tf.layers import memory
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.training import compile_cache
 from esapn_tf.training import outputs
@@ -111,12 +113,45 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         '--train_fraction')
   # --jit_compile=auto decided now, so that config.json records the choice.
   cfg = trainer_lib.resolve_jit_compile(cfg, s.num_train)
+  _check_the_tables_fit(cfg, s)  # before the workdir is touched
   files.make_folder(workdir)
   with files.WorkdirLock(workdir) as lock:
     if lock.took_over_from is not None and verbose:
       print(f'Took over the stale lock of process {lock.took_over_from} in '
             f'{workdir}', flush=True)
     return _run_locked(cfg, workdir, s, verbose, wall_start, restart)
+
+
+def memory_limit_bytes() -> int:
+  """The most memory this process can hold: the machine's RAM, or the
+  address-space limit (`ulimit -v`) when it is lower."""
+  limit = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+  if soft != resource.RLIM_INFINITY:
+    limit = min(limit, soft)
+  return int(limit)
+
+
+def _check_the_tables_fit(cfg: config_lib.ExperimentConfig, s) -> None:
+  """Refuses, in one line, a model whose embedding tables and Adam moments
+  alone exceed `memory_limit_bytes()`: TensorFlow would otherwise crash
+  (a segmentation fault under an address-space limit) or swap.
+
+  Raises:
+    errors.UserInputError: the tables cannot fit.
+  """
+  need = memory.embedding_floor_bytes(
+      (s.num_users, s.num_items), cfg.embedding_sizes,
+      (cfg.search.budget('user'), cfg.search.budget('item')),
+      cfg.pooled_storage)
+  limit = memory_limit_bytes()
+  if need > limit:
+    raise errors.UserInputError(
+        f'the embedding tables and their Adam moments need at least '
+        f'{need / 1e9:.1f} GB for {s.num_users:,} users and '
+        f'{s.num_items:,} items, more than the {limit / 1e9:.1f} GB this '
+        'process may use; train ESAPN with --embedding_storage=pooled and '
+        'a --memory_budget, or on a machine with more memory')
 
 
 def _run_locked(cfg, workdir, s, verbose, wall_start, restart):

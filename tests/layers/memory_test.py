@@ -48,6 +48,25 @@ class MemoryTableTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(table['ratio'], 0.0)
 
 
+class EmbeddingFloorBytesTest(tf.test.TestCase):
+
+  def test_known_answers(self):
+    sizes = (2, 4, 8)
+    # Dense: 10 + 20 ids x 8 floats x 4 bytes x 3 (row and two moments).
+    self.assertEqual(memory.embedding_floor_bytes((10, 20), sizes, (0, 0),
+                                                  pooled=False), 30 * 96)
+    # Pooled under budgets 0.5 and 0.25: 40 and 40 floats; without a
+    # budget: every id at size 2.
+    self.assertEqual(memory.embedding_floor_bytes((10, 20), sizes,
+                                                  (0.5, 0.25), pooled=True),
+                     80 * 12)
+    self.assertEqual(memory.embedding_floor_bytes((10, 20), sizes, (0, 0),
+                                                  pooled=True), 60 * 12)
+    # A budget below the smallest size still holds every id at it.
+    self.assertEqual(memory.embedding_floor_bytes((10,), sizes, (0.1,),
+                                                  pooled=True), 20 * 12)
+
+
 class TrainStateBytesTest(tf.test.TestCase):
 
   def test_dense_fixed_layout_is_the_reference(self):

@@ -328,6 +328,39 @@ class RunExperimentTest(tf.test.TestCase, parameterized.TestCase):
 
 
 
+class TablesMustFitTest(tf.test.TestCase):
+  """A model whose tables cannot fit is refused before the workdir."""
+
+  def test_refused_in_one_line_and_the_previous_run_is_kept(self):
+    cfg = _config(method='fixed')
+    workdir = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'run')
+    loop.run_experiment(cfg, workdir, verbose=False)
+    with open(os.path.join(workdir, 'results.json')) as f:
+      before = f.read()
+    # Synthetic users and items at 128 floats, row and two moments: 1,536
+    # bytes an id. A limit of 1 kB is below that for any stream.
+    with mock.patch.object(loop, 'memory_limit_bytes', return_value=1000):
+      with self.assertRaisesRegex(
+          errors.UserInputError,
+          r'^the embedding tables and their Adam moments need at least '
+          r'[0-9.]+ GB for [0-9,]+ users and [0-9,]+ items, more than the '
+          r'0.0 GB this process may use; train ESAPN with '
+          r'--embedding_storage=pooled and a --memory_budget'):
+        loop.run_experiment(cfg, workdir, verbose=False)
+    with open(os.path.join(workdir, 'results.json')) as f:
+      self.assertEqual(f.read(), before)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'previous')))
+
+  def test_the_limit_is_the_lower_of_ram_and_ulimit(self):
+    ram = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    with mock.patch.object(loop.resource, 'getrlimit',
+                           return_value=(2**30, 2**31)):
+      self.assertEqual(loop.memory_limit_bytes(), min(ram, 2**30))
+    with mock.patch.object(loop.resource, 'getrlimit',
+                           return_value=(loop.resource.RLIM_INFINITY,) * 2):
+      self.assertEqual(loop.memory_limit_bytes(), ram)
+
+
 class AutoJitCompileTest(tf.test.TestCase, parameterized.TestCase):
   """`jit_compile=None` (the default) is decided from the train part."""
 
