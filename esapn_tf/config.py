@@ -271,6 +271,12 @@ class TrainConfig:
     _check_choice('distribution', self.distribution, DISTRIBUTIONS)
     _check_range('num_shards', self.num_shards, 0, 1_000_000)
     _check_range('num_replicas', self.num_replicas, 0, 1024)
+    for field, needs in (('num_shards', 'parameter_server'),
+                         ('num_replicas', 'mirrored')):
+      if getattr(self, field) and self.distribution != needs:
+        _fail(field, getattr(self, field),
+              f'it applies to --distribution={needs} only; add that flag '
+              f'or leave --{field} out')
     if self.distribution != 'none' and self.jit_compile:
       where = ('whose variables live on parameter servers'
                if self.distribution == 'parameter_server' else

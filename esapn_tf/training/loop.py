@@ -122,6 +122,13 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
     return _run_locked(cfg, workdir, s, verbose, wall_start, restart)
 
 
+# Address space TensorFlow takes on top of the model (its libraries, thread
+# stacks and allocator arenas). Measured on the 2-core machine with a small
+# FIXED run under `ulimit -v`: 2.9 GiB aborted in TensorFlow (or hung after
+# `std::bad_alloc`), 4.8 GiB ran.
+TF_ADDRESS_SPACE_BYTES = 4 * 2**30
+
+
 def memory_limit_bytes() -> int:
   """The most memory this process can hold: the machine's RAM, or the
   address-space limit (`ulimit -v`) when it is lower."""
@@ -134,8 +141,10 @@ def memory_limit_bytes() -> int:
 
 def _check_the_tables_fit(cfg: config_lib.ExperimentConfig, s) -> None:
   """Refuses, in one line, a model whose embedding tables and Adam moments
-  alone exceed `memory_limit_bytes()`: TensorFlow would otherwise crash
-  (a segmentation fault under an address-space limit) or swap.
+  alone exceed `memory_limit_bytes()` (with `ulimit -v`, after
+  `TF_ADDRESS_SPACE_BYTES` for TensorFlow itself): TensorFlow would
+  otherwise crash (a segmentation fault or an abort under an address-space
+  limit) or swap.
 
   Raises:
     errors.UserInputError: the tables cannot fit.
@@ -145,13 +154,19 @@ def _check_the_tables_fit(cfg: config_lib.ExperimentConfig, s) -> None:
       (cfg.search.budget('user'), cfg.search.budget('item')),
       cfg.pooled_storage)
   limit = memory_limit_bytes()
-  if need > limit:
+  limited = resource.getrlimit(resource.RLIMIT_AS)[0] == limit
+  overhead = TF_ADDRESS_SPACE_BYTES if limited else 0
+  if need + overhead > limit:
+    extra = (f' and TensorFlow about {overhead / 1e9:.1f} GB of address '
+             'space' if overhead else '')
+    fix = ('train ESAPN with --embedding_storage=pooled and a '
+           '--memory_budget, or with more memory' if need > limit / 2 else
+           f'raise ulimit -v to at least {(need + overhead) / 1e9:.1f} GB')
     raise errors.UserInputError(
         f'the embedding tables and their Adam moments need at least '
         f'{need / 1e9:.1f} GB for {s.num_users:,} users and '
-        f'{s.num_items:,} items, more than the {limit / 1e9:.1f} GB this '
-        'process may use; train ESAPN with --embedding_storage=pooled and '
-        'a --memory_budget, or on a machine with more memory')
+        f'{s.num_items:,} items{extra}, more than the {limit / 1e9:.1f} GB '
+        f'this process may use{" (ulimit -v)" if limited else ""}; {fix}')
 
 
 def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
@@ -228,6 +243,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
   def on_step():
     step = int(trainer.step.numpy())
     if stop_signal:
+      trainer.count_train_seconds()
       manager.save(checkpoint_number=step)
       raise errors.RunInterrupted(
           f'stopped by {signal.Signals(stop_signal[0]).name} at step {step}; '
@@ -237,6 +253,7 @@ def _run_locked(cfg, workdir, s, verbose, wall_start, restart):
     # A checkpoint when the step count crosses a multiple of `every` (on a
     # cluster, `on_step` runs once per group of steps).
     if every and step // every > last_step[0] // every:
+      trainer.count_train_seconds()
       manager.save(checkpoint_number=step)
     last_step[0] = step
 

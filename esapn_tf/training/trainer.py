@@ -128,6 +128,7 @@ class Trainer:
     self.bucket_sums = tf.Variable(
         tf.zeros([2, 3, cfg.search.num_frequency_buckets], tf.float64),
         trainable=False, name='bucket_sums')
+    self._train_clock = None  # `count_train_seconds`
     self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name='train_seconds')
     # Raw MovieLens id of each row, so that a checkpoint alone can serve raw
@@ -312,7 +313,8 @@ class Trainer:
         if position >= hi:
           continue
         self.method.start_phase(phase)
-        phase_start = time.perf_counter()
+        if phase == 'train':
+          self._train_clock = time.perf_counter()
         # `position` is a batch boundary, so the batches from it are the
         # ones an uninterrupted run sees.
         batches = stream_lib.make_dataset(s, max(lo, position), hi, bs)
@@ -326,7 +328,8 @@ class Trainer:
             if on_step is not None:
               on_step()
         if phase == 'train':
-          self.train_seconds.assign_add(time.perf_counter() - phase_start)
+          self.count_train_seconds()
+          self._train_clock = None
         progress.update(0, phase, _means(sums[int(phase == 'test')]), force=True)
       writer.flush()
 
@@ -341,6 +344,17 @@ class Trainer:
             'per_frequency': buckets,
             'train_examples_per_second':
                 s.num_train / seconds if seconds else 0.0}
+
+  def count_train_seconds(self) -> None:
+    """Adds the train part's seconds since the last call to
+    `train_seconds`; the loop calls it before each checkpoint, so that a
+    resumed run's `train_examples_per_second` counts the time before the
+    interruption too."""
+    if self._train_clock is None:
+      return
+    now = time.perf_counter()
+    self.train_seconds.assign_add(now - self._train_clock)
+    self._train_clock = now
 
   def _step(self, batch, phase, sums, buckets, prev, progress) -> None:
     """One batch: test scoring first (test part), then learning."""

@@ -54,6 +54,16 @@ class MirroredConfigTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.UserInputError, 'num_replicas'):
       self._config(num_replicas=-1)
 
+  def test_distribution_flags_need_their_distribution(self):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'num_replicas=2 is invalid: it applies to '
+                                '--distribution=mirrored only'):
+      config.TrainConfig(num_replicas=2)
+    with self.assertRaisesRegex(errors.UserInputError,
+                                'num_shards=2 is invalid: it applies to '
+                                '--distribution=parameter_server only'):
+      config.TrainConfig(distribution='mirrored', num_shards=2)
+
   def test_methods_with_eager_work_are_refused(self):
     with self.assertRaisesRegex(errors.UserInputError,
                                 '--distribution=mirrored runs esapn'):

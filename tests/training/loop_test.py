@@ -351,6 +351,28 @@ class TablesMustFitTest(tf.test.TestCase):
       self.assertEqual(f.read(), before)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'previous')))
 
+  def test_under_ulimit_v_tensorflow_needs_its_own_room(self):
+    # Small tables (about 0.01 GB) under a 3 GiB address-space limit:
+    # TensorFlow aborts there, so the run is refused up front.
+    cfg = _config(method='fixed')
+    workdir = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'run')
+    with mock.patch.object(loop.resource, 'getrlimit',
+                           return_value=(3 * 2**30, 3 * 2**30)):
+      with self.assertRaisesRegex(
+          errors.UserInputError,
+          r'items and TensorFlow about 4.3 GB of address space, more than '
+          r'the 3.2 GB this process may use \(ulimit -v\); raise ulimit -v '
+          r'to at least 4.3 GB$'):
+        loop.run_experiment(cfg, workdir, verbose=False)
+    self.assertFalse(os.path.exists(workdir))
+    # 5 GiB is enough for them.
+    with mock.patch.object(loop.resource, 'getrlimit',
+                           return_value=(5 * 2**30, 5 * 2**30)):
+      loop._check_the_tables_fit(  # pylint: disable=protected-access
+          cfg, stream.build_stream(stream.load_ratings(
+              'synthetic', synthetic_num_ratings=3000, seed=0),
+                                   'binary', 'random', 0.8, 0))
+
   def test_the_limit_is_the_lower_of_ram_and_ulimit(self):
     ram = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
     with mock.patch.object(loop.resource, 'getrlimit',

@@ -103,6 +103,11 @@ class KillAndResumeTest(tf.test.TestCase, parameterized.TestCase):
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'results.json')))
+    # The train part's seconds so far are in the checkpoint (the resumed
+    # run's `train_examples_per_second` counts them).
+    self.train_seconds_saved = tf.train.load_checkpoint(
+        os.path.join(workdir, 'checkpoints')).get_tensor(
+            'train_seconds/.ATTRIBUTES/VARIABLE_VALUE')
     resumed = subprocess.run(_train_command(data_path, workdir), env=_env(),
                              cwd=REPO, capture_output=True, text=True,
                              timeout=600, check=False)
@@ -138,6 +143,9 @@ class KillAndResumeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('stopped by SIGTERM', last)
     self.assertIn('Run the same command again to resume', last)
     self.assertNotIn('Traceback', stderr)
+    # Stopped at step 10 of the train part, after its first (compiling)
+    # step: seconds of training were spent and saved.
+    self.assertGreater(self.train_seconds_saved, 0.1)
     for key in COMPARED:
       self.assertEqual(results[key], expected[key], key)
 
