@@ -22,9 +22,11 @@ once, so every id really holds a row, plus power-law draws on both sides
   its own process and never takes the machine down. Its tables and Adam
   moments alone take `2 x num_ids x 128 x 4 x 3` bytes (30.7 GB at 10M ids).
 
-Each child's peak resident memory comes from `os.wait4`'s resource usage.
+Each child's peak resident memory comes from `os.wait4`'s resource usage,
+taken by a small intermediate process (`_MEASURE`).
 """
 
+import json
 import os
 import re
 import resource
@@ -42,6 +44,23 @@ from esapn_tf.data import synthetic
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 TEN_MILLION = 10_000_000
+# Runs a command and writes its exit code and peak RSS to a file. Linux
+# starts a child's `ru_maxrss` at its parent's RSS (the memory it held until
+# `exec`), so a child of the benchmark (gigabytes) would report at least
+# that; a child of this small process reports its own. argv[1]: RLIMIT_AS
+# in bytes (0 = none); argv[2]: the JSON file; argv[3:]: the command.
+_MEASURE = """
+import json, os, resource, subprocess, sys
+limit, out, command = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def set_limit():
+  if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+child = subprocess.Popen(command, preexec_fn=set_limit)
+_, status, usage = os.wait4(child.pid, 0)
+with open(out, 'w') as f:
+  json.dump({'returncode': os.waitstatus_to_exitcode(status),
+             'maxrss_kib': usage.ru_maxrss}, f)
+"""
 
 
 def state_bytes(trainer) -> int:
@@ -166,19 +185,16 @@ def run_child(argv: List[str], log_path: str,
     line is the log's last line that names an error (`Fatal Python error:
     ...`, `error: ...`, `MemoryError: ...`), else its last non-empty line.
   """
-
-  def limit():
-    if address_space_bytes is not None:
-      resource.setrlimit(resource.RLIMIT_AS,
-                         (address_space_bytes, address_space_bytes))
-
+  measured = log_path + '.rusage.json'
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2')
   start = time.perf_counter()
   with open(log_path, 'w') as log:
-    process = subprocess.Popen(argv, cwd=_REPO, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=limit)
-    _, status, usage = os.wait4(process.pid, 0)
-  process.returncode = os.waitstatus_to_exitcode(status)
+    subprocess.run([sys.executable, '-c', _MEASURE,
+                    str(int(address_space_bytes or 0)), measured] +
+                   list(argv), cwd=_REPO, env=env, stdout=log,
+                   stderr=subprocess.STDOUT, check=True)
+  with open(measured) as f:
+    usage = json.load(f)
   with open(log_path, errors='replace') as f:
     lines = [line.strip() for line in f if line.strip()]
   # The line that says what failed: Python's fatal-error line (a crash
@@ -186,8 +202,8 @@ def run_child(argv: List[str], log_path: str,
   said = [line for line in lines
           if line.startswith(('Fatal Python error', 'error:')) or
           re.match(r'^\w+(\.\w+)*(Error|Exception)\b', line)]
-  return {'returncode': process.returncode,
-          'peak_rss_bytes': int(usage.ru_maxrss) * 1024,
+  return {'returncode': usage['returncode'],
+          'peak_rss_bytes': int(usage['maxrss_kib']) * 1024,
           'seconds': time.perf_counter() - start,
           'last_line': (said or lines or [''])[-1]}
 
@@ -225,8 +241,6 @@ def ten_million_ids(cache_dir: str, work_dir: str,
   Raises:
     RuntimeError: the ESAPN run failed (its last line says why).
   """
-  # pylint: disable-next=g-import-not-at-top
-  import json
   folder = cached_csv(cache_dir, num_ids, num_examples)
   os.makedirs(work_dir, exist_ok=True)
   esapn_dir = os.path.join(work_dir, 'esapn')

@@ -101,7 +101,7 @@ class Trainer:
     """`__init__`'s work, in the strategy's scope if there is one."""
     self.cfg = cfg = resolve_jit_compile(cfg, s.num_train)
     self.stream = s
-    self.sizes = sizes = cfg.embedding_sizes
+    self.sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
     learned = (s.num_examples if cfg.train.test_mode == 'prequential' else
                s.num_train)
