@@ -29,7 +29,6 @@ taken by a small intermediate process (`_MEASURE`).
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
