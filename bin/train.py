@@ -95,6 +95,10 @@ flags.DEFINE_float('growth_threshold', _S.growth_threshold,
                    'per size (a budget fits it).')
 flags.DEFINE_float('memory_cost_step', _S.memory_cost_step,
                    'Step size of lambda\'s dual ascent under a budget.')
+flags.DEFINE_float('memory_catch_up', _S.memory_catch_up,
+                   'Under a budget: how far the enlarge cutoff on the '
+                   'policy\'s logit difference drops per unit of relative '
+                   'lag behind the pace (0 = plain greedy decisions).')
 flags.DEFINE_integer('history_length', _S.history_length,
                      'T: past losses averaged in the reward.')
 flags.DEFINE_bool('normalize_returns', _S.normalize_returns,
@@ -222,6 +226,7 @@ def build_config() -> config_lib.ExperimentConfig:
           trial_timeout_steps=FLAGS.trial_timeout_steps,
           memory_cost=FLAGS.memory_cost, memory_budget=FLAGS.memory_budget,
           memory_cost_step=FLAGS.memory_cost_step,
+          memory_catch_up=FLAGS.memory_catch_up,
           user_memory_budget=FLAGS.user_memory_budget,
           item_memory_budget=FLAGS.item_memory_budget,
           growth_probability=FLAGS.growth_probability,

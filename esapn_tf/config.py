@@ -154,6 +154,9 @@ class SearchConfig:
   # the smallest size, doubling per size, unless a budget sets it
   memory_cost_step: float = 0.1  # eta of lambda's dual ascent, in units
   # of the benefit's running RMS per step
+  memory_catch_up: float = 1000.0  # budget: how far the enlarge cutoff on
+  # the policy's logit difference drops per unit of relative lag behind the
+  # pace (search/rewards.py); 0 = plain greedy decisions
   history_length: int = 5  # T: past losses averaged in the reward
   policy_hidden_units: int = 512  # width of the policy network
   frequency_embedding_dim: int = 32  # width of the frequency embedding
@@ -184,6 +187,7 @@ class SearchConfig:
     _check_range('memory_cost', self.memory_cost, 0.0, 1e6)
     _check_range('memory_budget', self.memory_budget, 0.0, 1.0)
     _check_range('memory_cost_step', self.memory_cost_step, 0.0, 1e3)
+    _check_range('memory_catch_up', self.memory_catch_up, 0.0, 1e6)
     _check_range('user_memory_budget', self.user_memory_budget, 0.0, 1.0)
     _check_range('item_memory_budget', self.item_memory_budget, 0.0, 1.0)
     _check_range('growth_probability', self.growth_probability, 0.0, 1.0)

@@ -217,6 +217,25 @@ class RewardsTest(tf.test.TestCase):
     fixed.update(tf.constant(1.0), tf.constant(100.0), tf.constant(0.1))
     self.assertAllClose(float(fixed.cost), 0.3)
 
+  def test_catch_up_cutoff_known_answers(self):
+    # 10 ids, sizes (2, 4, 8): FIXED = 80 dims, smallest ratio 2/8 = 0.25.
+    # Budget 0.5 at progress 1: pace 0.5; 20 live dims = ratio 0.25, a lag
+    # of (0.5 - 0.25) / 0.5 = 0.5 of the pace: cutoff -1000 * 0.5.
+    cost = rewards.MemoryCost(10, (2, 4, 8), initial_dims=20.0,
+                              memory_budget=0.5, catch_up=1000.0)
+    self.assertAllClose(float(cost.cutoff(tf.constant(1.0))), -500.0)
+    # At progress 0.5 the pace is 0.375: lag (0.375 - 0.25) / 0.375.
+    self.assertAllClose(float(cost.cutoff(tf.constant(0.5))),
+                        -1000.0 * 0.125 / 0.375, rtol=1e-5)
+    # On pace (progress 0) or ahead of it: 0, the plain greedy action.
+    self.assertAllClose(float(cost.cutoff(tf.constant(0.0))), 0.0)
+    cost.live_dims.assign(40.0)
+    self.assertAllClose(float(cost.cutoff(tf.constant(1.0))), 0.0)
+    # Without a budget, or with a gain of 0: 0.
+    for c in (rewards.MemoryCost(10, (2, 4, 8), 20.0, catch_up=1000.0),
+              rewards.MemoryCost(10, (2, 4, 8), 20.0, memory_budget=0.5)):
+      self.assertAllClose(float(c.cutoff(tf.constant(1.0))), 0.0)
+
   def test_reward_scale_is_the_running_rms(self):
     scale = rewards.RewardScale(decay=0.5)
     # First batch: mean square of (3, 4) with weights (1, 1) = 12.5.

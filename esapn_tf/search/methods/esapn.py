@@ -82,7 +82,7 @@ class Esapn(base.Method):
             emb.num_ids, sizes,
             float(np.sum(np.asarray(sizes)[emb.size_index.numpy()])),
             sc.memory_cost, sc.budget(side), sc.memory_cost_step,
-            name=f'{side}_memory_cost')
+            sc.memory_catch_up, name=f'{side}_memory_cost')
         self.reward_scales[side] = rewards_lib.RewardScale(
             name=f'{side}_reward_scale')
       self.reachable = {side: self._reachable_ratio(side)
@@ -244,7 +244,8 @@ class Esapn(base.Method):
     1. Score the batch with real and shadow rows (before learning).
     2. Per side, trials with `trial_length` scored appearances resolve:
        REINFORCE on a sampled action with reward `b - lambda * added / d_max`
-       for enlarging and 0 for keeping the size; the greedy action decides,
+       for enlarging and 0 for keeping the size; the greedy action decides
+       (behind a budget's pace, the catch-up cutoff of `rewards.py`),
        within the memory budget, and an enlarged id adopts its shadow row;
        slots are freed, new trials start, and lambda takes its dual-ascent
        step (`search/rewards.py`). 3. The shadows take their Adam step.
@@ -270,7 +271,6 @@ class Esapn(base.Method):
       size = obs[side]['size_index']
       logits = self._policy_logits(side, obs[side])
       sampled = self._sample(side, obs[side], logits)
-      greedy = tf.argmax(logits, -1, output_type=tf.int32)
       reward = tf.where(tf.equal(sampled, agent_lib.ENLARGE),
                         benefit - cost.penalty(size), 0.0)
       weight = tf.cast(decide, tf.float32)
@@ -280,7 +280,13 @@ class Esapn(base.Method):
                                 reward / scale.rms(), weight)
       self.diagnostics[side].record(obs[side], sampled, reward, benefit,
                                     weight)
-      wants = tf.logical_and(decide, tf.equal(greedy, agent_lib.ENLARGE))
+      # The greedy action (cutoff 0), or, behind a budget's pace, every
+      # state the policy ranks above the catch-up cutoff (rewards.py).
+      preference = (logits[:, agent_lib.ENLARGE] -
+                    logits[:, agent_lib.UNCHANGED])
+      wants = tf.logical_and(decide, preference > cost.cutoff(progress))
+      # Lambda follows what the greedy policy itself asks for (cutoff 0).
+      asks = tf.logical_and(decide, preference > 0.0)
       allowed = cost.allow(wants, size, progress)
       chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
       # A pooled layout may refuse (a full pool): count what happened.
@@ -288,7 +294,7 @@ class Esapn(base.Method):
                             ids, slot, chosen)
       cost.record(tf.logical_and(allowed, chosen), size)
       cost.update(progress, tf.reduce_sum(
-          tf.where(wants, cost.added_dims(size), 0.0)), scale.rms())
+          tf.where(asks, cost.added_dims(size), 0.0)), scale.rms())
       self.core.size_counts.move(side, ids, size,
                                  size + tf.cast(chosen, tf.int32))
       trials.free(pool, slot, resolving)
