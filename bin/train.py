@@ -68,6 +68,11 @@ flags.DEFINE_string('reward', _S.reward,
                     'paired (default: shadow-row trials, search/trials.py), '
                     'next_appearance, or paper (DESIGN.md §3 as written); '
                     'see BUILD_NOTES.md.')
+flags.DEFINE_string('reward_horizon', _S.reward_horizon,
+                    'remaining or next. paired, under a memory price (a '
+                    'budget or --memory_cost): the benefit of an enlargement counts '
+                    'over the id\'s expected remaining appearances '
+                    '(remaining) or at its next appearance only (next).')
 flags.DEFINE_float('policy_learning_rate', _S.policy_learning_rate,
                    'Policy Adam lr; 0 = frozen at the initial weights.')
 flags.DEFINE_integer('trial_length', _S.trial_length,
@@ -221,6 +226,7 @@ def build_config() -> config_lib.ExperimentConfig:
       search=config_lib.SearchConfig(
           method=FLAGS.method, fixed_size=FLAGS.fixed_size,
           reward=FLAGS.reward,
+          reward_horizon=FLAGS.reward_horizon,
           policy_learning_rate=FLAGS.policy_learning_rate,
           trial_length=FLAGS.trial_length, trial_slots=FLAGS.trial_slots,
           trial_timeout_steps=FLAGS.trial_timeout_steps,

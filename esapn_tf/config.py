@@ -31,6 +31,10 @@ SOFT_METHODS = ('darts', 'autoemb')
 # [num_ids, d_max] layout as reference points.
 POOLED_METHODS = ('esapn',)
 REWARDS = ('paired', 'next_appearance', 'paper')
+# paired: what an enlargement's benefit counts under a memory price (search/
+# rewards.py, `remaining_appearances`): the id's expected remaining
+# appearances ('remaining') or its next appearance only ('next').
+REWARD_HORIZONS = ('remaining', 'next')
 # Older name of the paper's reward, still accepted.
 REWARD_ALIASES = {'tentative': 'paper'}
 DATASETS = ('synthetic', 'ml-100k', 'ml-1m', 'ml-20m', 'ml-25m', 'ml-latest',
@@ -136,6 +140,8 @@ class SearchConfig:
   fixed_size: int = 0  # dims for fixed and pruned; 0 = the largest candidate
   reward: str = 'paired'  # 'paired' (search/trials.py), 'next_appearance'
   # or 'paper' (DESIGN.md §3 as written; search/environment.py)
+  reward_horizon: str = 'remaining'  # paired, under a memory price: one of
+  # REWARD_HORIZONS
   policy_learning_rate: float = 1e-3  # for each policy's Adam; 0 = frozen
   trial_length: int = 1  # paired: appearances scored under both sizes
   trial_slots: int = 16384  # paired: shadow rows per side (pool capacity)
@@ -178,6 +184,7 @@ class SearchConfig:
     if self.reward in REWARD_ALIASES:
       object.__setattr__(self, 'reward', REWARD_ALIASES[self.reward])
     _check_choice('reward', self.reward, REWARDS)
+    _check_choice('reward_horizon', self.reward_horizon, REWARD_HORIZONS)
     _check_range('policy_learning_rate', self.policy_learning_rate, 0.0, 1.0)
     _check_range('entropy_regularization', self.entropy_regularization, 0.0,
                  100.0)

@@ -22,12 +22,38 @@ example), per side:
   below its budget"); the cutoff acts at once, and lets in the states the
   policy ranks highest first.
 * with neither, lambda = 0: no memory cost, as in the paper.
+
+Under a memory price (a budget or `--memory_cost`), an enlargement is held
+for the rest of the run but the paired benefit is measured per appearance,
+so the reward counts the benefit over the id's expected remaining
+appearances (`remaining_appearances`; `--reward_horizon=next` keeps the
+benefit of the next appearance only): the trade is dims against the loss
+they save over the rest of the stream. Without a price only the sign of
+the benefit decides, and the benefit is used as it is.
 """
 
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+
+def remaining_appearances(frequency: tf.Tensor,
+                          progress: tf.Tensor) -> tf.Tensor:
+  """float32 `[batch]`: an id's expected appearances in the rest of the run.
+
+  An id seen `f` times in the first share `t` of the stream appears at a
+  rate of about `f / t`, so about `f * (1 - t) / t` more times before the
+  end: the horizon over which an enlargement made now pays (BUILD_NOTES.md,
+  "A horizon for the benefit"). `t` is clipped to [1e-3, 1], so the
+  estimate is finite at the start and 0 at the end.
+
+  Args:
+    frequency: int or float `[batch]`, the id's appearances so far (>= 1).
+    progress: float32 scalar, the share of the run's examples seen.
+  """
+  t = tf.clip_by_value(tf.cast(progress, tf.float32), 1e-3, 1.0)
+  return tf.cast(frequency, tf.float32) * (1.0 - t) / t
 
 
 class MemoryCost(tf.Module):
@@ -59,6 +85,8 @@ class MemoryCost(tf.Module):
     self.budget = float(memory_budget)
     self.step_size = float(step_size)
     self.catch_up = float(catch_up)
+    # Whether dims have a price: a budget, or a constant lambda > 0.
+    self.priced = bool(self.budget) or float(memory_cost) > 0.0
     self.minimum_ratio = float(self.sizes[0] / self.sizes[-1])
     self.cost = tf.Variable(float(memory_cost), trainable=False,
                             name='lambda')
@@ -86,20 +114,33 @@ class MemoryCost(tf.Module):
             (self.budget - self.minimum_ratio) * progress)
 
   def allow(self, wants: tf.Tensor, size_index: tf.Tensor,
-            progress: tf.Tensor) -> tf.Tensor:
+            progress: tf.Tensor, priority=None) -> tf.Tensor:
     """bool `[batch]`: the wanted enlargements that fit in the budget.
 
-    In batch order, an enlargement is allowed while the live dims plus the
+    In order of `priority` (highest first; ties and `priority=None` in
+    batch order), an enlargement is allowed while the live dims plus the
     dims of those allowed before it stay within the pace `target(progress)`
     (at most the budget), so the budget is spent over the whole run rather
-    than on the ids that come first. Without a budget, `wants` itself. Each
-    id must appear at most once in `wants`.
+    than on the ids that come first, and a step's room goes to the ids the
+    policy prefers most. Without a budget, `wants` itself. Each id must
+    appear at most once in `wants`.
+
+    Args:
+      wants: bool `[batch]`.
+      size_index: int32 `[batch]`, the ids' size indices before enlarging.
+      progress: float32 scalar in [0, 1].
+      priority: optional float32 `[batch]` (the policy's logit difference).
     """
     if not self.budget:
       return wants
     added = tf.where(wants, self.added_dims(size_index), 0.0)
     room = self.target(progress) * self.fixed_dims - self.live_dims
-    return tf.logical_and(wants, tf.cumsum(added) <= room + 1e-3)
+    if priority is None:
+      return tf.logical_and(wants, tf.cumsum(added) <= room + 1e-3)
+    order = tf.argsort(tf.where(wants, priority, -3e38),
+                       direction='DESCENDING', stable=True)
+    fits = tf.cumsum(tf.gather(added, order)) <= room + 1e-3
+    return tf.logical_and(wants, tf.gather(fits, tf.argsort(order)))
 
   def cutoff(self, progress: tf.Tensor) -> tf.Tensor:
     """float32 scalar: the logit difference above which the greedy enlarges.
@@ -108,7 +149,8 @@ class MemoryCost(tf.Module):
     target(progress)`: 0 (the plain greedy action) while the side is on pace
     or without a budget, lower the further its live dims lag behind the
     pace, so that the states the policy prefers most after the ones it
-    would enlarge anyway make up the lag. With the default gain of 1000
+    would enlarge anyway make up the lag (`allow` gives them the room in
+    order of preference). With the default gain of 1000
     (`--memory_catch_up`), a lag of 0.1% of the pace admits states down to
     P(enlarge) = 1 / (1 + e) = 0.27, and one of 0.5% down to
     1 / (1 + e^5) = 0.007. A proportional controller: a small lag remains
@@ -167,7 +209,8 @@ class MemoryCost(tf.Module):
 class RewardScale(tf.Module):
   """Running RMS of a side's trial benefits, to scale its rewards.
 
-  REINFORCE's step follows the reward's scale through Adam's moment
+  The benefits as the reward counts them: over the id's remaining
+  appearances under a memory price (`remaining_appearances`). REINFORCE's step follows the reward's scale through Adam's moment
   estimates: a burst of large rewards (a high lambda) leaves the second
   moment large for ~1/(1 - beta_2) = 1000 steps, and the small benefits
   after it then barely move the policy (BUILD_NOTES.md, "A policy that

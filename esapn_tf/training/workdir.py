@@ -26,7 +26,8 @@ AUTO_FIELDS = ('train.jit_compile',)
 # this value.
 ADDED_FIELDS = {'model.embedding_storage': 'dense',
                 'train.distribution': 'none', 'train.num_shards': 0,
-                'train.num_replicas': 0, 'search.memory_catch_up': 0.0}
+                'train.num_replicas': 0, 'search.memory_catch_up': 0.0,
+                'search.reward_horizon': 'next'}
 
 
 def latest_checkpoint_present(workdir: str) -> bool:

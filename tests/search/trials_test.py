@@ -236,6 +236,36 @@ class RewardsTest(tf.test.TestCase):
               rewards.MemoryCost(10, (2, 4, 8), 20.0, memory_budget=0.5)):
       self.assertAllClose(float(c.cutoff(tf.constant(1.0))), 0.0)
 
+  def test_allow_gives_the_room_in_order_of_priority(self):
+    # Budget 0.5 of 10 * 8 dims at progress 1: room 20. Six ids at size 1
+    # want 4 dims each: five fit.
+    cost = rewards.MemoryCost(10, (2, 4, 8), initial_dims=20.0,
+                              memory_budget=0.5)
+    wants = tf.constant([True, True, True, True, True, True, False])
+    sizes = tf.constant([1, 1, 1, 1, 1, 1, 1])
+    # Batch order: the first five (5 x 4 = 20) fit.
+    self.assertAllEqual(cost.allow(wants, sizes, tf.constant(1.0)),
+                        [True] * 5 + [False, False])
+    # By priority: the five highest, ties in batch order; the unwanted
+    # last row, though first by priority, takes nothing.
+    priority = tf.constant([0.0, 3.0, -1.0, 3.0, 2.0, 5.0, 9.0])
+    self.assertAllEqual(
+        cost.allow(wants, sizes, tf.constant(1.0), priority),
+        [True, True, False, True, True, True, False])
+
+  def test_remaining_appearances_known_answers(self):
+    # f * (1 - t) / t: 4 seen in the first quarter -> 12 more; at the end
+    # none; at t = 0 the estimate uses t = 1e-3.
+    self.assertAllClose(
+        rewards.remaining_appearances(tf.constant([4, 1]),
+                                      tf.constant(0.25)), [12.0, 3.0])
+    self.assertAllClose(
+        rewards.remaining_appearances(tf.constant([7]), tf.constant(1.0)),
+        [0.0])
+    self.assertAllClose(
+        rewards.remaining_appearances(tf.constant([1]), tf.constant(0.0)),
+        [999.0])
+
   def test_reward_scale_is_the_running_rms(self):
     scale = rewards.RewardScale(decay=0.5)
     # First batch: mean square of (3, 4) with weights (1, 1) = 12.5.

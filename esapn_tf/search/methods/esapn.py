@@ -244,7 +244,8 @@ class Esapn(base.Method):
     1. Score the batch with real and shadow rows (before learning).
     2. Per side, trials with `trial_length` scored appearances resolve:
        REINFORCE on a sampled action with reward `b - lambda * added / d_max`
-       for enlarging and 0 for keeping the size; the greedy action decides
+       for enlarging (under a memory price `b` times the id's expected
+       remaining appearances, `--reward_horizon`) and 0 for keeping; the greedy action decides
        (behind a budget's pace, the catch-up cutoff of `rewards.py`),
        within the memory budget, and an enlarged id adopts its shadow row;
        slots are freed, new trials start, and lambda takes its dual-ascent
@@ -271,11 +272,17 @@ class Esapn(base.Method):
       size = obs[side]['size_index']
       logits = self._policy_logits(side, obs[side])
       sampled = self._sample(side, obs[side], logits)
+      # Under a memory price, the benefit over the id's expected remaining
+      # appearances (rewards.remaining_appearances), per appearance without.
+      value = benefit
+      if cost.priced and sc.reward_horizon == 'remaining':
+        value = benefit * rewards_lib.remaining_appearances(
+            obs[side]['frequency'], progress)
       reward = tf.where(tf.equal(sampled, agent_lib.ENLARGE),
-                        benefit - cost.penalty(size), 0.0)
+                        value - cost.penalty(size), 0.0)
       weight = tf.cast(decide, tf.float32)
       scale = self.reward_scales[side]
-      scale.update(benefit, weight)
+      scale.update(value, weight)
       loss = self._train_policy(side, obs[side], sampled,
                                 reward / scale.rms(), weight)
       self.diagnostics[side].record(obs[side], sampled, reward, benefit,
@@ -287,7 +294,7 @@ class Esapn(base.Method):
       wants = tf.logical_and(decide, preference > cost.cutoff(progress))
       # Lambda follows what the greedy policy itself asks for (cutoff 0).
       asks = tf.logical_and(decide, preference > 0.0)
-      allowed = cost.allow(wants, size, progress)
+      allowed = cost.allow(wants, size, progress, preference)
       chosen = tf.logical_and(in_trial, trials.per_slot_any(allowed, slot))
       # A pooled layout may refuse (a full pool): count what happened.
       chosen = trials.adopt(pool, self.ctx.optimizer, self.shadow_optimizer,
