@@ -24,6 +24,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW = (
     'tests/bin/',  # Every test starts a bin/ script.
     'tests/comparison/isolated_test.py',  # Runs in subprocesses.
+    'tests/comparison/planted_test.py',  # Two whole runs.
     'tests/comparison/report_test.py::PlotsTest::test_plots_are_png',
     'tests/data/malformed_test.py::TrainScriptTest',
     # Localhost clusters of real TensorFlow tasks (bin/local_cluster.py).
