@@ -70,9 +70,10 @@ flags.DEFINE_string('reward', _S.reward,
                     'see BUILD_NOTES.md.')
 flags.DEFINE_string('reward_horizon', _S.reward_horizon,
                     'remaining or next. paired, under a memory price (a '
-                    'budget or --memory_cost): the benefit of an enlargement counts '
-                    'over the id\'s expected remaining appearances '
-                    '(remaining) or at its next appearance only (next).')
+                    'budget or --memory_cost): the benefit of an '
+                    'enlargement counts over the id\'s expected remaining '
+                    'appearances (remaining) or at its next appearance '
+                    'only (next).')
 flags.DEFINE_float('policy_learning_rate', _S.policy_learning_rate,
                    'Policy Adam lr; 0 = frozen at the initial weights.')
 flags.DEFINE_integer('trial_length', _S.trial_length,

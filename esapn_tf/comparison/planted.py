@@ -67,12 +67,13 @@ def run_planted(item_budget: float = 0.2, seed: int = 0
   s = stream_lib.build_stream(r, 'binary', 'random', 0.8, seed)
   rich_rows = s.item_vocab <= 50  # raw ids 1..num_rich (the default 50)
   rows = [run_method(s, rich_rows, 'fixed', seed)]
-  esapn = run_method(s, rich_rows, 'esapn', seed, item_memory_budget=item_budget)
+  esapn = run_method(s, rich_rows, 'esapn', seed,
+                     item_memory_budget=item_budget)
   rows.append(esapn)
   for method in ('random', 'threshold'):
     rows.append(run_method(s, rich_rows, method, seed,
-                     user_memory_budget=esapn['user_ratio'],
-                     item_memory_budget=esapn['item_ratio']))
+                           user_memory_budget=esapn['user_ratio'],
+                           item_memory_budget=esapn['item_ratio']))
   return rows
 
 

@@ -45,8 +45,8 @@ def remaining_appearances(frequency: tf.Tensor,
   An id seen `f` times in the first share `t` of the stream appears at a
   rate of about `f / t`, so about `f * (1 - t) / t` more times before the
   end: the horizon over which an enlargement made now pays (BUILD_NOTES.md,
-  "A horizon for the benefit"). `t` is clipped to [1e-3, 1], so the
-  estimate is finite at the start and 0 at the end.
+  "The budget lands, and the memory goes where it pays"). `t` is clipped
+  to [1e-3, 1], so the estimate is finite at the start and 0 at the end.
 
   Args:
     frequency: int or float `[batch]`, the id's appearances so far (>= 1).
@@ -154,7 +154,7 @@ class MemoryCost(tf.Module):
     (`--memory_catch_up`), a lag of 0.1% of the pace admits states down to
     P(enlarge) = 1 / (1 + e) = 0.27, and one of 0.5% down to
     1 / (1 + e^5) = 0.007. A proportional controller: a small lag remains
-    where the cutoff balances the demand (at most 0.001 of FIXED-d_max on
+    where the cutoff balances the demand (at most 0.003 of FIXED-d_max on
     ml-latest-small, BUILD_NOTES.md).
 
     Args:
@@ -210,7 +210,8 @@ class RewardScale(tf.Module):
   """Running RMS of a side's trial benefits, to scale its rewards.
 
   The benefits as the reward counts them: over the id's remaining
-  appearances under a memory price (`remaining_appearances`). REINFORCE's step follows the reward's scale through Adam's moment
+  appearances under a memory price (`remaining_appearances`).
+  REINFORCE's step follows the reward's scale through Adam's moment
   estimates: a burst of large rewards (a high lambda) leaves the second
   moment large for ~1/(1 - beta_2) = 1000 steps, and the small benefits
   after it then barely move the policy (BUILD_NOTES.md, "A policy that

@@ -24,7 +24,8 @@ class PlantedTest(tf.test.TestCase):
                                item_memory_budget=0.2)
     self.assertAllClose(esapn['item_ratio'], 0.2, atol=0.02)
     # The rich movies get the memory: 128 dims against 17 on seeds 0-2
-    # (BUILD_NOTES.md, "A horizon for the benefit"). With the benefit of
+    # (BUILD_NOTES.md, "The budget lands, and the memory goes where it
+    # pays"). With the benefit of
     # the next appearance only (--reward_horizon=next), the plain ones got
     # more than the rich (27 against 10-48 dims).
     self.assertGreater(esapn['rich_dims'], 4 * esapn['plain_dims'])

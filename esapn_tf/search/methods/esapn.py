@@ -245,8 +245,9 @@ class Esapn(base.Method):
     2. Per side, trials with `trial_length` scored appearances resolve:
        REINFORCE on a sampled action with reward `b - lambda * added / d_max`
        for enlarging (under a memory price `b` times the id's expected
-       remaining appearances, `--reward_horizon`) and 0 for keeping; the greedy action decides
-       (behind a budget's pace, the catch-up cutoff of `rewards.py`),
+       remaining appearances, `--reward_horizon`) and 0 for keeping; the
+       greedy action decides (behind a budget's pace, the catch-up cutoff
+       of `rewards.py`),
        within the memory budget, and an enlarged id adopts its shadow row;
        slots are freed, new trials start, and lambda takes its dual-ascent
        step (`search/rewards.py`). 3. The shadows take their Adam step.
