@@ -27,6 +27,8 @@ LOADERS = config.LOADERS
 # Ids up to this multiple of the row count are mapped with a lookup table
 # (linear time); larger ids fall back to np.unique (a sort).
 _DENSE_ID_FACTOR = 8
+# Batches `make_dataset` prepares ahead of the step.
+_PREFETCH_BATCHES = 2
 
 
 def _require_choice(field: str, value: str, choices) -> None:
@@ -229,7 +231,8 @@ def make_dataset(s: Stream, start: int, stop: int,
     A dataset of dicts: 'user' int32 [b], 'item' int32 [b], 'label' float32
     [b] (binary) or int32 [b] (multiclass), 'user_frequency' int32 [b],
     'item_frequency' int32 [b]; b is batch_size, except in the last batch
-    (2 <= b < batch_size, or b = batch_size + 1); prefetched.
+    (2 <= b < batch_size, or b = batch_size + 1); two batches prefetched,
+    tf.data autotuning off.
 
   Raises:
     errors.UserInputError: not 0 <= start <= stop <= num_examples;
@@ -265,7 +268,13 @@ def make_dataset(s: Stream, start: int, stop: int,
     rest = tf.data.Dataset.from_tensors(
         {k: v[middle:stop] for k, v in columns.items()})
     full = full.concatenate(rest)
-  return full.prefetch(tf.data.AUTOTUNE)
+  # A fixed prefetch, with tf.data's autotuning off: its model thread sleeps
+  # up to 10 s between rounds, and deleting the iterator at the end of a
+  # part waited for it to wake (4.5 s of a 15 s ml-latest-small run, in
+  # about half of the runs; measured 2026-12-03, BUILD_NOTES.md "Start-up").
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return full.prefetch(_PREFETCH_BATCHES).with_options(options)
 
 
 def batch_bounds(start: int, stop: int, batch_size: int) -> np.ndarray:

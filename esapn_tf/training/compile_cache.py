@@ -47,6 +47,9 @@ MAX_BYTES = 512 * 2**20  # entries beyond this are dropped, oldest first
 # TensorFlow's entry names (`--tf_xla_persistent_cache_prefix` default);
 # its temporary files do not match, so a write in progress is never touched.
 _ENTRY = re.compile(r'^xla_compile_cache__.*\.pb$')
+# An entry written less than this before its manifest is hashed by `verify`
+# even when its size and mtime match (file timestamps are coarse).
+_RACY_NS = 2 * 10**9
 
 _folder: Optional[str] = None  # set by `configure`
 
@@ -131,6 +134,12 @@ def _remove(path: str) -> None:
 def verify(folder: str) -> List[str]:
   """Deletes the entries of `folder` that `manifest.json` does not vouch for.
 
+  An entry is kept if the manifest lists its size and BLAKE2b hash and the
+  file still has them. The hash is only computed when the file's mtime
+  differs from the listed one or lies within `_RACY_NS` of the manifest's
+  write: hashing the whole 512 MiB cache took 0.3-0.4 s of every run's
+  start (measured 2026-12-03).
+
   Args:
     folder: a cache folder (`folder_for`).
 
@@ -138,14 +147,23 @@ def verify(folder: str) -> List[str]:
     The names of the deleted entries (sorted).
   """
   manifest = _read_manifest(folder)
+  try:
+    settled = (os.stat(os.path.join(folder, MANIFEST)).st_mtime_ns -
+               _RACY_NS)
+  except OSError:
+    settled = 0
   dropped = []
   for name in _entries(folder):
     path = os.path.join(folder, name)
     known = manifest.get(name)
     try:
-      ok = (isinstance(known, dict) and
-            known.get('bytes') == os.path.getsize(path) and
-            known.get('blake2b') == _digest(path))
+      st = os.stat(path)
+      ok = isinstance(known, dict) and known.get('bytes') == st.st_size
+      if ok and not known.get('mtime_ns') == st.st_mtime_ns < settled:
+        # Changed, or written within `_RACY_NS` of the listing: a rewrite
+        # in the same timestamp tick keeps the mtime (as git's "racy"
+        # index entries), so only the hash can tell.
+        ok = known.get('blake2b') == _digest(path)
     except OSError:
       ok = False
     if not ok:

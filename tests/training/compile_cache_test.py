@@ -41,6 +41,32 @@ class ManifestTest(tf.test.TestCase):
         os.listdir(folder),
         [_NAME.format(0), compile_cache.MANIFEST, 'tmp_per_fusion_cache_x'])
 
+  def test_verify_reads_only_entries_changed_since_they_were_listed(self):
+    folder = self.get_temp_dir()
+    for i in range(3):
+      _write(folder, _NAME.format(i), bytes([i]) * 1000)
+      os.utime(os.path.join(folder, _NAME.format(i)), ns=(10**18,) * 2)
+    compile_cache.record(folder)
+    # Entry 1 rewritten (same size, a new mtime); 0 and 2 untouched.
+    _write(folder, _NAME.format(1), b'\x07' * 1000)
+    with mock.patch.object(compile_cache, '_digest',
+                           wraps=compile_cache._digest) as digest:
+      dropped = compile_cache.verify(folder)
+    self.assertEqual(dropped, [_NAME.format(1)])
+    self.assertEqual([c.args[0] for c in digest.call_args_list],
+                     [os.path.join(folder, _NAME.format(1))])
+
+  def test_verify_hashes_entries_written_just_before_the_listing(self):
+    folder = self.get_temp_dir()
+    path = os.path.join(folder, _NAME.format(0))
+    _write(folder, _NAME.format(0), b'\x00' * 1000)
+    compile_cache.record(folder)
+    # Rewritten within the same timestamp tick: size and mtime unchanged.
+    stat = os.stat(path)
+    _write(folder, _NAME.format(0), b'\x07' * 1000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    self.assertEqual(compile_cache.verify(folder), [_NAME.format(0)])
+
   def test_a_damaged_manifest_trusts_no_entry(self):
     folder = self.get_temp_dir()
     _write(folder, _NAME.format(0), b'x' * 100)
