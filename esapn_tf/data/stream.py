@@ -271,7 +271,8 @@ def make_dataset(s: Stream, start: int, stop: int,
   # A fixed prefetch, with tf.data's autotuning off: its model thread sleeps
   # up to 10 s between rounds, and deleting the iterator at the end of a
   # part waited for it to wake (4.5 s of a 15 s ml-latest-small run, in
-  # about half of the runs; measured 2026-12-03, BUILD_NOTES.md "Start-up").
+  # about half of the runs; BUILD_NOTES.md, "Start-up and per-step host
+  # work").
   options = tf.data.Options()
   options.autotune.enabled = False
   return full.prefetch(_PREFETCH_BATCHES).with_options(options)
