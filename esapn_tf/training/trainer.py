@@ -22,11 +22,11 @@ from esapn_tf.distribute import strategy as strategy_lib
 from esapn_tf.layers import memory
 from esapn_tf.models import recommender
 from esapn_tf.optimizers import lazy_adam
-from esapn_tf.search import diagnostics
 from esapn_tf.search import environment
 from esapn_tf.search.methods import base as method_base
 from esapn_tf.search.methods import registry
 from esapn_tf.training import outputs
+from esapn_tf.training import summaries
 
 SIDES = environment.SIDES
 
@@ -129,7 +129,6 @@ class Trainer:
         tf.zeros([2, 3, cfg.search.num_frequency_buckets], tf.float64),
         trainable=False, name='bucket_sums')
     self._train_clock = None  # `count_train_seconds`
-    self._summaries = None  # `write_summaries`'s graph, made at first use
     self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name='train_seconds')
     # Raw MovieLens id of each row, so that a checkpoint alone can serve raw
@@ -153,6 +152,9 @@ class Trainer:
         cfg=cfg, stream=s, model=self.model, optimizer=self.optimizer,
         core=self.core, step=self.step, position=self.position,
         signature=tuple(signature)))
+    # TensorBoard summaries, one graph in one process (summaries.py).
+    self.write_summaries = summaries.StepSummaries(
+        self.method, self.step, graph=self.distribution is None)
     # Every variable exists before the step is traced: `tf.function` traces
     # a second time when its first trace creates variables, and the
     # policies' Adam slots (made at their first `agent.train`) cost ESAPN
@@ -251,52 +253,6 @@ class Trainer:
     scores = self.core._evaluate(batch)  # pylint: disable=protected-access
     with tf.control_dependencies(tf.nest.flatten(scores)):
       return {'evaluate': scores, 'learn': self._learn(batch)}
-
-  # --------------------------------------------------------- summaries
-  def write_summaries(self, out, stats, test: Optional[Dict[str, float]]):
-    """Writes the step's TensorBoard summaries (every `summary_every` steps).
-
-    In one process they run as one graph (`_summaries`, traced once, 0.2
-    s): written op by op, ESAPN's took 20 ms per call on ml-latest-small
-    against 2 ms as a graph (3,200 calls in an ml-20m-size run; measured
-    2026-12-03). On a cluster or under mirrored training they are written
-    op by op, as before.
-
-    Args:
-      out: the step's outputs (`_learn`), tensors or arrays.
-      stats: the method's `before_learn` figures, float32 scalars.
-      test: the test part's running means so far (None in the train part).
-    """
-    # The methods' size figures may branch in Python (pruned): read here.
-    sizes = {side: (self.method.mean_dims(side), self.method.size_counts(side))
-             for side in SIDES}
-    if self.distribution is not None:
-      self._write_summaries(out, stats, sizes)
-    else:
-      if self._summaries is None:
-        self._summaries = tf.function(self._write_summaries, autograph=False,
-                                      reduce_retracing=True)
-      self._summaries(dict(out), dict(stats), sizes)
-    for k, v in (test or {}).items():  # two scalars, in the test part
-      tf.summary.scalar(f'test/{k}', v, step=self.step)
-
-  def _write_summaries(self, out, stats, sizes):
-    step = self.step
-    tf.summary.scalar('train/loss', tf.reduce_mean(out['loss']), step=step)
-    tf.summary.scalar('train/accuracy', tf.reduce_mean(out['correct']),
-                      step=step)
-    for side in SIDES:
-      # Running counts: cost sized by the batch, not the ids (issue 12).
-      mean_dims, counts = sizes[side]
-      tf.summary.scalar(f'embedding/{side}_mean_size', mean_dims, step=step)
-      diagnostics.size_histogram(f'embedding/{side}_size_index', counts,
-                                 step)
-      if f'{side}_enlarged' in out:
-        tf.summary.scalar(
-            f'policy/{side}_fraction_enlarged',
-            tf.reduce_mean(tf.cast(out[f'{side}_enlarged'], tf.float32)),
-            step=step)
-    self.method.write_summaries(stats, step)
 
   # --------------------------------------------------------------- run
   def run(self, writer, progress: outputs.Progress,
