@@ -11,8 +11,9 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from esapn_tf.search import diagnostics
+from esapn_tf.search.methods import base
 
-SIDES = ('user', 'item')
+SIDES = base.SIDES
 
 
 class StepSummaries:
