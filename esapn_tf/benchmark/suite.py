@@ -59,7 +59,9 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
     `e2e_esapn_over_fixed` (`{'cold', 'warm'}`), and without `skip_20m`
     `load_20m_seconds`, `load_20m_peak_rss_bytes`,
     `step_ms_by_num_ids` (`{'10000': ms, ...}`, `benchmark/num_ids.py`),
-    `ml20m_scale_train_examples_per_second`, `ml20m_scale_state_bytes`,
+    `ml20m_scale_train_examples_per_second` (ESAPN),
+    `ml20m_scale_fixed_train_examples_per_second`,
+    `ml20m_scale_esapn_over_fixed`, `ml20m_scale_state_bytes`,
     `train_state_bytes` (`ten_million.train_state_bytes`), and with
     `ten_million_ids` the key of that name (`ten_million.ten_million_ids`).
 
@@ -114,7 +116,9 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
     rate, state, s20m = throughput.ml20m_scale(
         folder, bs, options.window_steps, options.windows,
         options.warmup_steps)
-    report['ml20m_scale_train_examples_per_second'] = rate
+    report['ml20m_scale_train_examples_per_second'] = rate['esapn']
+    report['ml20m_scale_fixed_train_examples_per_second'] = rate['fixed']
+    report['ml20m_scale_esapn_over_fixed'] = rate['esapn_over_fixed']
     report['ml20m_scale_state_bytes'] = state
     # pylint: disable-next=g-import-not-at-top
     from esapn_tf.benchmark import ten_million
@@ -167,6 +171,11 @@ def table(report: Dict[str, Any]) -> str:
         f"{report['load_20m_peak_rss_bytes'] / 2**30:>10.2f} GiB",
         f"{'ml-20m-scale ESAPN train':<34} "
         f"{report['ml20m_scale_train_examples_per_second']:>10,.0f} ex/s",
+        f"{'ml-20m-scale FIXED train':<34} "
+        f"{report['ml20m_scale_fixed_train_examples_per_second']:>10,.0f} "
+        'ex/s',
+        f"{'  ESAPN / FIXED at ml-20m scale':<34} "
+        f"{report['ml20m_scale_esapn_over_fixed']:>10.3f}",
         f"{'  tables + optimizer slots':<34} "
         f"{report['ml20m_scale_state_bytes'] / 2**20:>10.1f} MiB"]
   if 'train_state_bytes' in report:

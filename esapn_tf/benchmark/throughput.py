@@ -231,20 +231,39 @@ def load_20m(folder: str) -> Dict[str, Any]:
 
 def ml20m_scale(folder: str, batch_size: int, window_steps: int,
                 windows: int, warmup: int):
-  """ESAPN step throughput and state bytes with ml-20m-size tables.
+  """FIXED and ESAPN step throughput and state bytes at ml-20m size.
+
+  The two methods' windows are interleaved on the same 200 batches, as in
+  `throughput`, so their ratio is the issue's "ESAPN/FIXED throughput ratio
+  at ml-20m size" (BUILD_NOTES.md, "Benchmark").
+
+  Args:
+    folder: a GroupLens-format folder of ml-20m size (`cached_20m_csv`).
+    batch_size: examples per step.
+    window_steps: steps per timed window.
+    windows: timed windows per method (medians reported).
+    warmup: untimed steps after compilation.
 
   Returns:
-    (examples per second, bytes of the embedding tables and optimizer
+    (`{'fixed': ex/s, 'esapn': ex/s, 'esapn_over_fixed': median of the
+    windows' ratios}`, bytes of ESAPN's embedding tables and optimizer
     slots, the stream).
   """
   s = stream_lib.build_stream(movielens.load_grouplens(folder), 'binary',
                               'random', 0.8, 0)
-  trainer = make_trainer('esapn', s, batch_size)
+  trainers = {method: make_trainer(method, s, batch_size)
+              for method in ('fixed', 'esapn')}
   batches = list(stream_lib.make_dataset(s, 0, 200 * batch_size, batch_size))
-  seconds = median_step_seconds(trainer.learn, batches, window_steps,
-                                windows, warmup)
+  per_window = paired_step_seconds(
+      {method: t.learn for method, t in trainers.items()}, batches,
+      window_steps, windows, warmup)
+  rates = {method: batch_size / float(np.median(w))
+           for method, w in per_window.items()}
+  rates['esapn_over_fixed'] = float(np.median(
+      [f / e for f, e in zip(per_window['fixed'], per_window['esapn'])]))
+  trainer = trainers['esapn']
   tables = [trainer.core.embeddings[side].table_variable
             for side in ('user', 'item')]
   slots = [slot for t in tables for slot in trainer.optimizer.slots(t)]
   state = sum(int(np.prod(v.shape)) * v.dtype.size for v in tables + slots)
-  return batch_size / seconds, state, s
+  return rates, state, s

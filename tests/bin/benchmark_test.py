@@ -90,6 +90,21 @@ class EndToEndTest(tf.test.TestCase):
     self.assertRegex(text, r'ESAPN\s+13\.0 s\s+FIXED\s+10\.0 s\s+'
                      r'ESAPN/FIXED 1\.30')
 
+  def test_table_shows_the_ml20m_scale_ratio(self):
+    report = {
+        'device': 'CPU (2 cores)', 'batch_size': 500,
+        'fixed_train_examples_per_second': 2.0e4,
+        'esapn_train_examples_per_second': 1.0e4, 'esapn_over_fixed': 0.5,
+        'esapn_phase_seconds_per_step': {},
+        'load_20m_seconds': 8.0, 'load_20m_peak_rss_bytes': 3 * 2**30,
+        'ml20m_scale_train_examples_per_second': 12_000.0,
+        'ml20m_scale_fixed_train_examples_per_second': 40_000.0,
+        'ml20m_scale_esapn_over_fixed': 0.31,
+        'ml20m_scale_state_bytes': 2**20}
+    text = suite.table(report)
+    self.assertRegex(text, r'ml-20m-scale FIXED train\s+40,000 ex/s')
+    self.assertRegex(text, r'ESAPN / FIXED at ml-20m scale\s+0\.310')
+
 
 if __name__ == '__main__':
   tf.test.main()
