@@ -38,6 +38,9 @@ def _train_command(data_path, workdir):
           # Row pools sized from a budget, with re-layouts between steps
           # (issue 12): the layout with the most state to restore.
           '--embedding_storage=pooled', '--memory_budget=0.3',
+          # In time order, users and movies keep arriving: some are first
+          # seen after the resume, in either part (late_ids_test.py).
+          '--order=chronological',
           f'--workdir={workdir}']
 
 
