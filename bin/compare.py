@@ -50,6 +50,7 @@ def main(argv):
   train.start_tensorflow()
   from esapn_tf.comparison import report  # pylint: disable=g-import-not-at-top
   from esapn_tf.comparison import isolated  # pylint: disable=g-import-not-at-top
+  from esapn_tf.comparison import cells as cells_lib  # pylint: disable=g-import-not-at-top
   from esapn_tf.comparison import runner  # pylint: disable=g-import-not-at-top
   try:
     for name in ('export_dir', 'restart'):
@@ -62,8 +63,9 @@ def main(argv):
       if FLAGS[name].present:
         print(f'note: --{name} is set per cell from --{source}; ignored',
               file=sys.stderr)
-    methods = runner.parse_names('methods', FLAGS.methods, config_lib.METHODS)
-    tasks = runner.parse_names('tasks', FLAGS.tasks, config_lib.TASKS)
+    methods = cells_lib.parse_names('methods', FLAGS.methods,
+                                    config_lib.METHODS)
+    tasks = cells_lib.parse_names('tasks', FLAGS.tasks, config_lib.TASKS)
     if FLAGS.seeds < 1:
       raise errors.UserInputError(
           f'--seeds={FLAGS.seeds} is invalid: give the number of seeds '

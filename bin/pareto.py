@@ -65,6 +65,7 @@ def main(argv):
   from esapn_tf.comparison import isolated
   from esapn_tf.comparison import pareto
   from esapn_tf.comparison import pareto_report
+  from esapn_tf.comparison import cells as cells_lib
   from esapn_tf.comparison import runner
   # pylint: enable=g-import-not-at-top
   try:
@@ -79,7 +80,7 @@ def main(argv):
               file=sys.stderr)
     budgets = pareto.parse_budgets(FLAGS.memory_budgets)
     methods = pareto.parse_methods(FLAGS.methods)
-    tasks = runner.parse_names('tasks', FLAGS.tasks, config_lib.TASKS)
+    tasks = cells_lib.parse_names('tasks', FLAGS.tasks, config_lib.TASKS)
     if FLAGS.seeds < 1:
       raise errors.UserInputError(
           f'--seeds={FLAGS.seeds} is invalid: give the number of seeds '

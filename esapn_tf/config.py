@@ -243,7 +243,7 @@ class TrainConfig:
   seed: int = 0  # split, shuffle, initialisers and the policy's sampling
   test_mode: str = 'prequential'  # test-then-train, or 'frozen' (no learning)
   # XLA for the step: True, False, or None = decided from the train part's
-  # length when the run starts (`trainer.resolve_jit_compile`; config.json
+  # length when the run starts (`jit.resolve_jit_compile`; config.json
   # records the choice).
   jit_compile: Optional[bool] = None
   deterministic: bool = False  # also enable TF op determinism

@@ -54,6 +54,7 @@ SLOW = (
     'tests/serving/export_test.py',  # Trains the runs it exports.
     'tests/serving/rest_test.py::RestTest::test_script_',
     'tests/serving/signatures_test.py',  # Its set-up exports a run.
+    'tests/training/late_ids_test.py',  # 40 steps on real ratings.
     'tests/training/loop_test.py',
     'tests/training/resume_test.py',
     'tests/training/trainer_test.py::TrainerTest::test_compiled_step_',

@@ -11,7 +11,7 @@ seeded permutation, so that the rows a batch touches lie all over the table
 as in a real id map. Every id has a row, seen or not (the table is sized by
 the id space).
 
-Pooled storage runs as a graph, not XLA (`trainer.resolve_jit_compile`):
+Pooled storage runs as a graph, not XLA (`jit.resolve_jit_compile`):
 XLA copied the arena at every step. `storage='dense'` times the dense
 layout with XLA instead.
 
@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf import config as config_lib
+from esapn_tf.data import id_index
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.training import trainer as trainer_lib
 
@@ -86,8 +87,8 @@ def power_law_stream(num_ids: int, num_examples: int, exponent: float = 1.05,
   return stream_lib.Stream(
       user=user, item=item, label=label, rating=label * 4.0 + 1.0,
       timestamp=np.arange(num_examples, dtype=np.int64),
-      user_frequency=stream_lib.running_frequency(user),
-      item_frequency=stream_lib.running_frequency(item),
+      user_frequency=id_index.running_frequency(user),
+      item_frequency=id_index.running_frequency(item),
       user_vocab=vocab, item_vocab=vocab.copy(), num_train=num_examples,
       task='binary', order='random', name=f'power-law-{num_ids}')
 

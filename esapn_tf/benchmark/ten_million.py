@@ -37,8 +37,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from esapn_tf.benchmark import num_ids as num_ids_lib
+from esapn_tf.data import grouplens_format
 from esapn_tf.data import ratings as ratings_lib
-from esapn_tf.data import synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -165,7 +165,7 @@ def cached_csv(cache_dir: str, num_ids: int, num_examples: int) -> str:
   if not os.path.exists(path):
     os.makedirs(folder, exist_ok=True)
     print(f'Writing {path} once ({num_examples:,} ratings)...', flush=True)
-    synthetic.write_grouplens_csv(coverage_ratings(num_ids, num_examples),
+    grouplens_format.write_grouplens_csv(coverage_ratings(num_ids, num_examples),
                                   path)
   return folder
 

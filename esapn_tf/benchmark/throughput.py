@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf import config as config_lib
+from esapn_tf.data import grouplens_format
 from esapn_tf.data import movielens
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.data import synthetic
@@ -196,7 +197,7 @@ def cached_20m_csv(cache_dir: str) -> str:
     print(f'Writing {path} once (20M ratings)...', flush=True)
     r = synthetic.generate(ML20M_RATINGS, seed=0, num_users=ML20M_USERS,
                            num_items=ML20M_ITEMS)
-    synthetic.write_grouplens_csv(r, path)
+    grouplens_format.write_grouplens_csv(r, path)
   return folder
 
 

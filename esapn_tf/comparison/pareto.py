@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf import files
+from esapn_tf.comparison import cells as cells_lib
 from esapn_tf.comparison import pareto_report
 from esapn_tf.comparison import runner
 from esapn_tf.training import loop
@@ -41,7 +42,7 @@ SIDES = pareto_report.SIDES
 
 
 @dataclasses.dataclass
-class Cell(runner.Cell):
+class Cell(cells_lib.Cell):
   """One run of the Pareto grid and, once done, its outcome."""
   budget: float = 0.0  # B of the budget point; 0 for the FIXED reference
   targets: Optional[Dict[str, float]] = None  # matched cells: per side,
@@ -90,7 +91,7 @@ def parse_methods(values: Sequence[str]) -> Tuple[str, ...]:
   Raises:
     errors.UserInputError: an entry not in `METHODS`, or none.
   """
-  names = runner.parse_names('methods', values, METHODS)
+  names = cells_lib.parse_names('methods', values, METHODS)
   return ('esapn',) + tuple(n for n in names if n != 'esapn')
 
 
@@ -110,10 +111,7 @@ def plan_cells(workdir: str, tasks: Sequence[str], methods: Sequence[str],
   Raises:
     errors.UserInputError: `num_seeds` < 1.
   """
-  if num_seeds < 1:
-    raise errors.UserInputError(
-        f'--seeds={num_seeds} is invalid: give the number of seeds (>= 1); '
-        'seeds 0..n-1 are run')
+  cells_lib.check_num_seeds(num_seeds)
   order = ('esapn',) + tuple(m for m in methods if m != 'esapn')
   cells = []
   for task in tasks:
@@ -179,7 +177,7 @@ def cell_config(base: config_lib.ExperimentConfig, cell: Cell,
         '{}_memory_budget')
     fields.update({prefix.format(side): targets[side] for side in SIDES})
   search = dataclasses.replace(base.search, **fields)
-  return runner.with_cell(base, cell.task, cell.seed, search)
+  return cells_lib.with_cell(base, cell.task, cell.seed, search)
 
 
 def _esapn_results(cells: Sequence[Cell], cell: Cell) -> Dict[str, Any]:
@@ -188,7 +186,7 @@ def _esapn_results(cells: Sequence[Cell], cell: Cell) -> Dict[str, Any]:
              (cell.task, cell.seed, cell.budget, 'esapn')]
   if esapn.finished:
     return esapn.results
-  what = f'failed ({esapn.error})' if esapn.status == runner.FAILED else (
+  what = f'failed ({esapn.error})' if esapn.status == cells_lib.FAILED else (
       'has not finished')
   raise errors.UserInputError(
       f'{cell.method} is matched to the memory of the esapn run of the same '

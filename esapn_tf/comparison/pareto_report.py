@@ -31,7 +31,7 @@ from esapn_tf.comparison import plots  # noqa: E402
 from esapn_tf.comparison import report  # noqa: E402
 
 SIDES = report.SIDES
-_FAILED = 'failed'  # runner.FAILED
+_FAILED = 'failed'  # cells.FAILED
 
 
 def total_ratio(results: Dict[str, Any]) -> float:
@@ -164,7 +164,7 @@ def markdown(cells, meta: Dict[str, Any]) -> str:
   lines += report.header_lines(cells, meta) + [
       f'Budgets: {", ".join(f"{b:g}" for b in meta["budgets"])} (share of '
       f'{fixed} dims per side).', '',
-      f'Per budget B: esapn with memory budget B; every other method matched '
+      'Per budget B: esapn with memory budget B; every other method matched '
       'per side to the memory that esapn run (same task and seed) ended '
       'with. Ratio = live dims / FIXED dims; total = (user + item dims) / '
       '(user + item FIXED dims). Test accuracy and loss: mean ± sample std '

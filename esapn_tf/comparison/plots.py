@@ -42,7 +42,7 @@ def write_plots(workdir: str, cells, tasks: Sequence[str],
 
   Args:
     workdir: the comparison's folder; figures go to `workdir/plots/`.
-    cells: `runner.Cell`s (`task`, `method`, `workdir`, `results`,
+    cells: `cells.Cell`s (`task`, `method`, `workdir`, `results`,
       `finished` are read).
     tasks: the tasks to plot.
     methods: the methods, in legend order.

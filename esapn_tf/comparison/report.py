@@ -7,7 +7,7 @@ Then, per task and side, the memory table: ids at each size (mean over
 seeds, rounded), total dims, FIXED dims and their ratio. Then every cell on
 its own row.
 
-The functions read `runner.Cell`-like objects: `task`, `method`, `seed`,
+The functions read `cells.Cell`-like objects: `task`, `method`, `seed`,
 `workdir`, `status`, `error`, `results` (results.json), `seconds` and
 `finished`. Both files are written atomically, so an interrupted or failed
 comparison never leaves a half-written report.

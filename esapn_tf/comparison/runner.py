@@ -16,11 +16,10 @@ reused, not rerun (unless `rerun`); an interrupted one is resumed by
 `run_experiment` itself. An exception in a cell marks it failed (its one-line
 message is kept) and the other cells still run; `RunInterrupted` and
 `KeyboardInterrupt` stop the comparison once the report is written. The
-report is rewritten after every cell, the plots once at the end.
+report is rewritten after every cell, the plots once at the end. The cells, their
+configurations and their reuse are in `cells.py`.
 """
 
-import dataclasses
-import json
 import os
 import platform
 import sys
@@ -30,167 +29,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from esapn_tf import config as config_lib
 from esapn_tf import errors
 from esapn_tf import files
+from esapn_tf.comparison import cells as cells_lib
 from esapn_tf.comparison import plots
 from esapn_tf.comparison import report
 from esapn_tf.data import stream as stream_lib
 from esapn_tf.training import loop
 from esapn_tf.training import workdir as workdir_lib
 
-PENDING = 'pending'  # not run yet
-OK = 'ok'  # run (or resumed) by this comparison
-REUSED = 'reused'  # finished earlier with the same configuration
-FAILED = 'failed'  # raised an exception; `Cell.error` holds it
-INTERRUPTED = 'interrupted'  # SIGINT/SIGTERM; rerunning resumes it
-
-PRUNED_NEEDS_ESAPN = ('pruned needs the esapn run of the same task and seed: '
-                      'add esapn to --methods')
-
 # `run_fn(cfg, workdir, verbose=..., restart=...) -> results dict`, as
 # `loop.run_experiment`.
 RunFn = Callable[..., Dict[str, Any]]
-
-
-@dataclasses.dataclass
-class Cell:
-  """One run of the comparison and, once done, its outcome."""
-  task: str  # 'binary' or 'multiclass'
-  method: str  # a search method (config.METHODS)
-  seed: int  # train.seed of the run
-  workdir: str  # the run's own workdir
-  status: str = PENDING  # PENDING, OK, REUSED, FAILED or INTERRUPTED
-  error: str = ''  # FAILED, INTERRUPTED: '<exception type>: <message>'
-  results: Optional[Dict[str, Any]] = None  # the run's results.json
-  seconds: float = 0.0  # wall seconds this comparison spent running it
-
-  @property
-  def finished(self) -> bool:
-    return self.status in (OK, REUSED)
-
-  @property
-  def label(self) -> str:
-    return f'{self.task} {self.method} seed {self.seed}'
-
-
-def parse_names(flag: str, values: Sequence[str],
-                allowed: Sequence[str]) -> Tuple[str, ...]:
-  """Checks a comma-list flag's entries against `allowed`.
-
-  Args:
-    flag: the flag's name, for the message ('methods').
-    values: its entries, as absl's DEFINE_list gives them.
-    allowed: the valid names.
-
-  Returns:
-    The entries, stripped, duplicates dropped, in the given order.
-
-  Raises:
-    errors.UserInputError: an unknown entry, or none at all.
-  """
-  names = []
-  for value in values:
-    value = value.strip()
-    if value and value not in names:
-      names.append(value)
-  unknown = [n for n in names if n not in allowed]
-  if unknown or not names:
-    what = ('unknown ' + ', '.join(repr(n) for n in unknown) if unknown
-            else 'empty')
-    raise errors.UserInputError(
-        f'--{flag}={",".join(values)} is invalid ({what}): give a comma '
-        f'list of {", ".join(allowed)}')
-  return tuple(names)
-
-
-def run_order(methods: Sequence[str]) -> Tuple[str, ...]:
-  """`methods` with 'pruned' moved right after 'esapn' if it came before."""
-  order = list(methods)
-  if ('pruned' in order and 'esapn' in order and
-      order.index('pruned') < order.index('esapn')):
-    order.remove('pruned')
-    order.insert(order.index('esapn') + 1, 'pruned')
-  return tuple(order)
-
-
-def cell_workdir(workdir: str, task: str, method: str, seed: int) -> str:
-  return os.path.join(workdir, 'runs', task, method, f'seed{seed}')
-
-
-def plan_cells(workdir: str, tasks: Sequence[str], methods: Sequence[str],
-               num_seeds: int) -> List[Cell]:
-  """The cells in run order: task, then seed, then `run_order(methods)`.
-
-  Raises:
-    errors.UserInputError: `num_seeds` < 1.
-  """
-  if num_seeds < 1:
-    raise errors.UserInputError(
-        f'--seeds={num_seeds} is invalid: give the number of seeds (>= 1); '
-        'seeds 0..n-1 are run')
-  return [Cell(task, method, seed, cell_workdir(workdir, task, method, seed))
-          for task in tasks for seed in range(num_seeds)
-          for method in run_order(methods)]
-
-
-def cell_config(base: config_lib.ExperimentConfig, cell: Cell,
-                esapn_results: Optional[Dict[str, Any]] = None
-                ) -> config_lib.ExperimentConfig:
-  """`base` with the cell's task, seed and method.
-
-  Args:
-    base: the configuration every cell shares.
-    cell: the cell.
-    esapn_results: for method 'pruned', the results.json of the esapn run
-      of the same task and seed: its memory ratios (live dims / FIXED dims,
-      per side) become `prune_user_fraction` and `prune_item_fraction`.
-
-  Raises:
-    errors.UserInputError: 'pruned' without `esapn_results`, or a value the
-      config rejects.
-  """
-  if cell.method == 'pruned':
-    if esapn_results is None:
-      raise errors.UserInputError(PRUNED_NEEDS_ESAPN)
-    memory = esapn_results['memory']
-    search = dataclasses.replace(
-        base.search, method='pruned',
-        prune_user_fraction=memory['user']['ratio'],
-        prune_item_fraction=memory['item']['ratio'])
-  else:
-    search = dataclasses.replace(base.search, method=cell.method)
-  return with_cell(base, cell.task, cell.seed, search)
-
-
-def with_cell(base: config_lib.ExperimentConfig, task: str, seed: int,
-              search: config_lib.SearchConfig
-              ) -> config_lib.ExperimentConfig:
-  """`base` with a cell's task, seed and search configuration.
-
-  Raises:
-    errors.UserInputError: a combination the config rejects.
-  """
-  return dataclasses.replace(
-      base, model=dataclasses.replace(base.model, task=task), search=search,
-      train=dataclasses.replace(base.train, seed=seed))
-
-
-def finished_results(run_dir: str, cfg: config_lib.ExperimentConfig
-                     ) -> Optional[Dict[str, Any]]:
-  """results.json of a finished run in `run_dir` made with `cfg`, else None.
-
-  The configurations are compared as `workdir.config_differences` does
-  (fields that do not change the results, such as `log_every_seconds`, may
-  differ).
-  """
-  try:
-    with open(os.path.join(run_dir, 'results.json'), encoding='utf-8') as f:
-      results = json.load(f)
-    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as f:
-      old = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if workdir_lib.config_differences(old, cfg.to_dict()):
-    return None
-  return results
 
 
 def check_data(base: config_lib.ExperimentConfig) -> None:
@@ -227,7 +75,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
                    methods: Sequence[str], tasks: Sequence[str],
                    num_seeds: int, run_fn: Optional[RunFn] = None,
                    rerun: bool = False, verbose_runs: bool = False,
-                   out=None) -> Tuple[List[Cell], Dict[str, Any]]:
+                   out=None) -> Tuple[List[cells_lib.Cell], Dict[str, Any]]:
   """Runs every cell, writes the report after each and the plots at the end.
 
   Args:
@@ -256,7 +104,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   """
   run_fn = run_fn or loop.run_experiment
   out = out or sys.stdout
-  cells = plan_cells(workdir, tasks, methods, num_seeds)
+  cells = cells_lib.plan_cells(workdir, tasks, methods, num_seeds)
   files.make_folder(workdir)
   meta = run_meta(base, tasks, methods, num_seeds)
   start = time.perf_counter()
@@ -269,7 +117,7 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
     esapn_results = None
     if cell.method == 'pruned':
       esapn_results = _esapn_results(base, workdir, cells, cell)
-    return cell_config(base, cell, esapn_results)
+    return cells_lib.cell_config(base, cell, esapn_results)
 
   with files.WorkdirLock(workdir):
     run_cells(cells, make_config, run_fn, write_report, rerun=rerun,
@@ -281,8 +129,9 @@ def run_comparison(base: config_lib.ExperimentConfig, workdir: str,
   return cells, meta
 
 
-def run_cells(cells: Sequence[Cell],
-              make_config: Callable[[Cell], config_lib.ExperimentConfig],
+def run_cells(cells: Sequence[cells_lib.Cell],
+              make_config: Callable[[cells_lib.Cell],
+                                    config_lib.ExperimentConfig],
               run_fn: RunFn, write_report: Callable[[], None],
               rerun: bool = False, verbose_runs: bool = False, out=None,
               start: Optional[float] = None) -> None:
@@ -322,10 +171,10 @@ def run_cells(cells: Sequence[Cell],
     try:
       _run_cell(cell, make_config, run_fn, rerun, verbose_runs, out)
     except (errors.RunInterrupted, KeyboardInterrupt) as e:
-      cell.status, cell.error = INTERRUPTED, _one_line(e)
+      cell.status, cell.error = cells_lib.INTERRUPTED, _one_line(e)
       write_report()
       raise
-    if cell.status == OK:
+    if cell.status == cells_lib.OK:
       durations.setdefault(cell.method, []).append(cell.seconds)
     write_report()
 
@@ -335,9 +184,10 @@ def _run_cell(cell, make_config, run_fn, rerun, verbose_runs, out):
   started = time.perf_counter()
   try:
     cfg = make_config(cell)
-    reusable = None if rerun else finished_results(cell.workdir, cfg)
+    reusable = (None if rerun else
+                cells_lib.finished_results(cell.workdir, cfg))
     if reusable is not None:
-      cell.status, cell.results = REUSED, reusable
+      cell.status, cell.results = cells_lib.REUSED, reusable
       print(f'  reusing {cell.workdir} (finished earlier with the same '
             'configuration)', file=out, flush=True)
       return
@@ -347,12 +197,12 @@ def _run_cell(cell, make_config, run_fn, rerun, verbose_runs, out):
       print(f'  {note}', file=out, flush=True)
     cell.results = run_fn(cfg, cell.workdir, verbose=verbose_runs,
                           restart=restart)
-    cell.status = OK
+    cell.status = cells_lib.OK
   except errors.RunInterrupted:
     raise
   except Exception as e:  # pylint: disable=broad-except
     # Any failure stays with its cell: the other cells still run.
-    cell.status, cell.error = FAILED, _one_line(e)
+    cell.status, cell.error = cells_lib.FAILED, _one_line(e)
     print(f'  failed: {cell.error}', file=out, flush=True)
     return
   finally:
@@ -373,21 +223,23 @@ def _esapn_results(base, workdir, cells, cell):
            (cell.task, 'esapn', cell.seed)]
   if esapn and esapn[0].finished:
     return esapn[0].results
-  earlier = Cell(cell.task, 'esapn', cell.seed,
-                 cell_workdir(workdir, cell.task, 'esapn', cell.seed))
-  results = finished_results(earlier.workdir, cell_config(base, earlier))
+  earlier = cells_lib.Cell(
+      cell.task, 'esapn', cell.seed,
+      cells_lib.cell_workdir(workdir, cell.task, 'esapn', cell.seed))
+  results = cells_lib.finished_results(earlier.workdir,
+                                       cells_lib.cell_config(base, earlier))
   if results is None and os.path.exists(
       os.path.join(earlier.workdir, 'results.json')) and not esapn:
     raise errors.UserInputError(
         'pruned needs the esapn run of the same task, seed and settings; '
         f'the one in {earlier.workdir} has other settings: add esapn to '
         '--methods to run it again')
-  if results is None and esapn and esapn[0].status == FAILED:
+  if results is None and esapn and esapn[0].status == cells_lib.FAILED:
     raise errors.UserInputError(
         'pruned needs the esapn run of the same task and seed, which failed '
         f'({esapn[0].error})')
   if results is None:
-    raise errors.UserInputError(PRUNED_NEEDS_ESAPN)
+    raise errors.UserInputError(cells_lib.PRUNED_NEEDS_ESAPN)
   return results
 
 
@@ -416,7 +268,7 @@ def _other_interrupted_run(run_dir, cfg) -> bool:
   return bool(workdir_lib.config_differences(old, cfg.to_dict()))
 
 
-def _eta(remaining: Sequence[Cell],
+def _eta(remaining: Sequence[cells_lib.Cell],
          durations: Dict[str, List[float]]) -> Optional[float]:
   """Seconds left: per cell the mean of its method's cells, else of all."""
   every = [s for seconds in durations.values() for s in seconds]

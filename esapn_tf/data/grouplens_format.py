@@ -4,10 +4,13 @@ Used by `movielens.load_grouplens`: the column layout and types of
 `ratings.csv`, `ratings.dat` and `u.data`, the fast typed pyarrow read, and,
 when that read or the value checks fail, the slower scan that finds the first
 bad line of the file and says what was expected there (1-based line numbers,
-as an editor counts: header and blank lines included).
+as an editor counts: header and blank lines included). `write_grouplens_csv`
+writes ratings in the `ratings.csv` format (the synthetic streams of the
+benchmarks and tests).
 """
 
 import math
+import os
 import re
 
 import numpy as np
@@ -19,6 +22,8 @@ from esapn_tf import errors
 from esapn_tf.data import ratings
 
 COLUMNS = ('userId', 'movieId', 'rating', 'timestamp')
+# Rating strings for write_grouplens_csv, indexed by 2 * rating.
+_RATING_TEXT = pa.array([f'{k / 2:.1f}' for k in range(11)])
 TYPES = {
     'userId': pa.int64(),
     'movieId': pa.int64(),
@@ -332,3 +337,35 @@ class Lines:
 def split(line: str, delimiter: str) -> list[str]:
   """The fields of `line`, stripped of spaces and double quotes."""
   return [f.strip().strip('"').strip() for f in line.split(delimiter)]
+
+
+def write_grouplens_csv(r: ratings.Ratings, path: str) -> None:
+  """Writes `r` as a GroupLens `ratings.csv`.
+
+  The header is `userId,movieId,rating,timestamp`.
+
+  Ratings are written with one decimal (`4.0`, `4.5`) as GroupLens does. The
+  file is written to a temporary name beside `path`, then renamed into place,
+  so a reader never sees half a file.
+
+  Args:
+    r: ratings whose `rating` values are whole or half stars.
+    path: the file to write, e.g. `folder/ratings.csv`.
+  """
+  code = np.rint(r.rating * 2).astype(np.int8)
+  table = pa.table({
+      'userId': r.user_id,
+      'movieId': r.item_id,
+      'rating': pa.DictionaryArray.from_arrays(code, _RATING_TEXT),
+      'timestamp': r.timestamp,
+  })
+  temporary = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(temporary, 'wb') as f:
+      f.write(b'userId,movieId,rating,timestamp\n')
+      pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False,
+                                                    quoting_style='none'))
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)

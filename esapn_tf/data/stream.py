@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf import errors
+from esapn_tf.data import id_index
 from esapn_tf.data import movielens
 from esapn_tf.data import ratings
 from esapn_tf.data import synthetic
@@ -24,9 +25,6 @@ ORDERS = config.ORDERS
 DATASETS = config.DATASETS
 GROUPLENS_DATASETS = tuple(d for d in DATASETS if d != 'synthetic')
 LOADERS = config.LOADERS
-# Ids up to this multiple of the row count are mapped with a lookup table
-# (linear time); larger ids fall back to np.unique (a sort).
-_DENSE_ID_FACTOR = 8
 # Batches `make_dataset` prepares ahead of the step.
 _PREFETCH_BATCHES = 2
 
@@ -60,34 +58,6 @@ def multiclass_labels(rating: np.ndarray) -> np.ndarray:
     int32 [n] in 0..4 (0.5 and 1 -> 0, 1.5 and 2 -> 1, ..., 4.5 and 5 -> 4).
   """
   return (np.ceil(np.asarray(rating)) - 1).astype(np.int32)
-
-
-def running_frequency(ids: np.ndarray) -> np.ndarray:
-  """How often each id has appeared so far, this occurrence included.
-
-  The state `f` of DESIGN.md section 3. For [7, 3, 7, 7, 3, 9] it is
-  [1, 1, 2, 3, 2, 1]. One sort of (id, position), no Python loop (0.5 s for
-  20M ids).
-
-  Args:
-    ids: integer [n], in stream order.
-
-  Returns:
-    int32 [n]: at position t, the count of positions s <= t with
-    ids[s] == ids[t] (1 on first sight).
-  """
-  ids = np.asarray(ids)
-  n = ids.shape[0]
-  if n == 0:
-    return np.zeros([0], np.int32)
-  order, ordered = _stable_sort(ids)
-  starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-  lengths = np.diff(np.append(starts, n))
-  rank = np.arange(1, n + 1, dtype=np.int32)
-  rank -= np.repeat(starts.astype(np.int32), lengths)
-  frequency = np.empty(n, np.int32)
-  frequency[order] = rank
-  return frequency
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,9 +155,9 @@ def build_stream(r: ratings.Ratings,
   if order == 'random':
     permutation = np.random.default_rng(seed).permutation(r.num_ratings)
   else:
-    permutation, _ = _stable_sort(r.timestamp)
-  user_vocab, user = _index(r.user_id[permutation])
-  item_vocab, item = _index(r.item_id[permutation])
+    permutation, _ = id_index.stable_sort(r.timestamp)
+  user_vocab, user = id_index.contiguous_rows(r.user_id[permutation])
+  item_vocab, item = id_index.contiguous_rows(r.item_id[permutation])
   rating = r.rating[permutation]
   label = binary_labels(rating) if task == 'binary' else multiclass_labels(
       rating)
@@ -197,8 +167,8 @@ def build_stream(r: ratings.Ratings,
       label=label,
       rating=rating,
       timestamp=r.timestamp[permutation],
-      user_frequency=running_frequency(user),
-      item_frequency=running_frequency(item),
+      user_frequency=id_index.running_frequency(user),
+      item_frequency=id_index.running_frequency(item),
       user_vocab=user_vocab,
       item_vocab=item_vocab,
       num_train=int(round(train_fraction * r.num_ratings)),
@@ -378,47 +348,3 @@ def load_ratings(dataset: str,
     source = f'TFDS movielens/{name}-ratings'
   r.validate(source)
   return r
-
-
-def _index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Maps raw ids to contiguous rows, like np.unique(return_inverse=True).
-
-  Args:
-    ids: int64 [n], non-negative raw ids.
-
-  Returns:
-    (vocab int64 [k] the distinct ids ascending, rows int32 [n] with
-    vocab[rows] == ids).
-  """
-  if ids.shape[0] and 0 <= ids.min() and ids.max() < _DENSE_ID_FACTOR * (
-      ids.shape[0] + 1024):
-    present = np.zeros(int(ids.max()) + 1, bool)
-    present[ids] = True
-    vocab = np.flatnonzero(present).astype(np.int64)
-    lookup = np.cumsum(present, dtype=np.int64).astype(np.int32) - 1
-    return vocab, lookup[ids]
-  vocab, rows = np.unique(ids, return_inverse=True)
-  return vocab.astype(np.int64), rows.astype(np.int32).reshape(-1)
-
-
-def _stable_sort(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Like (np.argsort(values, kind='stable'), sorted values), but faster.
-
-  Sorts (value, position) packed into one unique int64 key, which numpy sorts
-  about 4x faster than a stable argsort (0.5 s for 20M values); values too
-  spread out to pack fall back to the stable argsort.
-
-  Args:
-    values: integer [n], n >= 1.
-
-  Returns:
-    (order int64 [n], values[order] as int64 [n]).
-  """
-  n = values.shape[0]
-  low = int(values.min())
-  if int(values.max()) - low < (2**62) // n:
-    key = (values.astype(np.int64) - low) * n + np.arange(n)
-    key.sort()
-    return key % n, key // n + low
-  order = np.argsort(values, kind='stable')
-  return order, values[order].astype(np.int64)

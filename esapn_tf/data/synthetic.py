@@ -60,11 +60,7 @@ ml-20m's 20M ratings take about 15 s on 2 cores (10 s of it pairing) and
 1.3 GiB above the imports.
 """
 
-import os
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from esapn_tf import errors
 from esapn_tf.data import ratings
@@ -85,8 +81,6 @@ _RANK = 8
 _START = 789_652_800  # 1995-01-09, the first ml-20m rating.
 _END = 1_427_760_000  # 2015-03-31, the last one.
 _DAY = 86_400
-# Rating strings for write_grouplens_csv, indexed by 2 * rating.
-_RATING_TEXT = pa.array([f'{k / 2:.1f}' for k in range(11)])
 
 
 def default_sizes(num_ratings: int) -> tuple[int, int]:
@@ -161,38 +155,6 @@ def generate(num_ratings: int = 100_000,
       rating=rating,
       timestamp=timestamp,
       name=f'synthetic-{num_ratings}')
-
-
-def write_grouplens_csv(r: ratings.Ratings, path: str) -> None:
-  """Writes `r` as a GroupLens `ratings.csv`.
-
-  The header is `userId,movieId,rating,timestamp`.
-
-  Ratings are written with one decimal (`4.0`, `4.5`) as GroupLens does. The
-  file is written to a temporary name beside `path`, then renamed into place,
-  so a reader never sees half a file.
-
-  Args:
-    r: ratings whose `rating` values are whole or half stars.
-    path: the file to write, e.g. `folder/ratings.csv`.
-  """
-  code = np.rint(r.rating * 2).astype(np.int8)
-  table = pa.table({
-      'userId': r.user_id,
-      'movieId': r.item_id,
-      'rating': pa.DictionaryArray.from_arrays(code, _RATING_TEXT),
-      'timestamp': r.timestamp,
-  })
-  temporary = f'{path}.tmp-{os.getpid()}'
-  try:
-    with open(temporary, 'wb') as f:
-      f.write(b'userId,movieId,rating,timestamp\n')
-      pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False,
-                                                    quoting_style='none'))
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
 
 
 def _degrees(rng: np.random.Generator, count: int, total: int, floor: int,

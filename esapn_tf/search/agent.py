@@ -19,6 +19,7 @@ from tf_agents.networks import utils as network_utils
 from tf_agents.specs import array_spec
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
 from tf_agents.utils import nest_utils
 
 UNCHANGED = 0
@@ -304,3 +305,17 @@ def grouped_rewards(observation, action, reward, weight, num_sizes: int,
   group_action = tf.where(states['size_index'] < num_sizes - 1,
                           tf.range(count) % 2, 0)
   return states, group_action, mean_reward, total_weight * scale
+
+
+def one_step_episodes(observation, action, reward):
+  """`[batch, 1]` trajectories: each decision is a one-step episode."""
+  expand = lambda x: tf.expand_dims(x, 1)
+  batch = tf.shape(action)[0]
+  return trajectory.Trajectory(
+      step_type=tf.fill([batch, 1], ts.StepType.FIRST),
+      observation=tf.nest.map_structure(expand, observation),
+      action=expand(action),
+      policy_info=(),
+      next_step_type=tf.fill([batch, 1], ts.StepType.LAST),
+      reward=expand(reward),
+      discount=tf.zeros([batch, 1]))

@@ -190,3 +190,30 @@ def write_heatmap(tables: Dict[str, Dict[str, Any]], path: str) -> None:
   finally:
     plt.close(fig)
   os.replace(tmp, path)
+
+
+def policy_table(agents, sizes: Sequence[int],
+                 max_bucket: int = 12) -> Dict[str, Any]:
+  """P(enlarge) of each side's final policy on a (frequency, size) grid.
+
+  Args:
+    agents: `{side: ReinforceAgent}` (`agent.make_agent`).
+    sizes: the candidate sizes (dims), in order.
+    max_bucket: frequencies 1, 2, 4, ..., `2**max_bucket`.
+
+  Returns:
+    `{side: {'frequency': [1, 2, 4, ...], 'size': the candidate sizes
+    (dims), 'probability': [[p per size] per frequency]}}` (results.json's
+    `policy_enlarge_probability`).
+  """
+  table = {}
+  frequencies = [2**b for b in range(max_bucket + 1)]
+  n = len(sizes)
+  f = tf.constant(np.repeat(frequencies, n), tf.int32)
+  s = tf.constant(np.tile(np.arange(n), len(frequencies)), tf.int32)
+  for side, agent in agents.items():
+    p = enlarge_probability(
+        agent, {'frequency': f, 'size_index': s}).numpy()
+    table[side] = {'frequency': frequencies, 'size': list(sizes),
+                   'probability': np.round(p.reshape(-1, n), 4).tolist()}
+  return table

@@ -38,6 +38,7 @@ from esapn_tf.distribute import strategy as strategy_lib
 from esapn_tf.layers import memory
 from esapn_tf.search import diagnostics as diagnostics_lib
 from esapn_tf.training import compile_cache
+from esapn_tf.training import jit
 from esapn_tf.training import outputs
 from esapn_tf.training import trainer as trainer_lib
 from esapn_tf.training import workdir as workdir_lib
@@ -53,7 +54,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
   `checkpoint_every` steps and at the end), `results.json` (DESIGN.md §5
   metrics and memory table) and then, for a policy, `policy_heatmap.png`.
   `cfg.train.jit_compile=None` (auto) is decided from the train part's length
-  first (`trainer.resolve_jit_compile`); config.json and results.json record
+  first (`jit.resolve_jit_compile`); config.json and results.json record
   the choice. After results.json, the XLA programs the run compiled are
   listed as trusted in the compilation cache (`compile_cache.record`).
 
@@ -112,7 +113,7 @@ def run_experiment(cfg: config_lib.ExperimentConfig, workdir: str,
         f'train_fraction={d.train_fraction}); use more data or another '
         '--train_fraction')
   # --jit_compile=auto decided now, so that config.json records the choice.
-  cfg = trainer_lib.resolve_jit_compile(cfg, s.num_train)
+  cfg = jit.resolve_jit_compile(cfg, s.num_train)
   _check_the_tables_fit(cfg, s)  # before the workdir is touched
   files.make_folder(workdir)
   with files.WorkdirLock(workdir) as lock:

@@ -3,11 +3,12 @@
 `run` goes through the train part then the test part of the stream, one
 batch at a time (`loop.py` says in which order the policies and the
 recommender learn), and keeps everything an exact resume needs in variables
-that `checkpoint()` holds.
+that `checkpoint()` holds. Whether the step is compiled with XLA is decided
+in `jit.py`; on a parameter-server cluster the steps are scheduled by
+`remote.RemoteSteps`.
 """
 
 import contextlib
-import dataclasses
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -25,48 +26,12 @@ from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import environment
 from esapn_tf.search.methods import base as method_base
 from esapn_tf.search.methods import registry
+from esapn_tf.training import jit
 from esapn_tf.training import outputs
+from esapn_tf.training import remote
 from esapn_tf.training import summaries
 
 SIDES = environment.SIDES
-
-# `jit_compile=None` (auto) compiles the step with XLA from this many train
-# examples on. Measured on the 2-core CPU machine (issue 14), ml-latest-small
-# binary ESAPN: compiling the step costs ~12 CPU-seconds on an empty
-# compilation cache (first step 16.6 s with XLA, 4.3 s without), far less
-# with a warm one (`compile_cache`), and saves ~15 us per example in the
-# steady state (graph/XLA step time ~1.3-1.5x for ESAPN, ~2x for FIXED).
-# Break-even is then ~0.7M examples cold, ~0.15M warm: ml-latest-small
-# (80,669 train examples) runs without XLA, ml-1m (0.8M) and the ml-20m-size
-# stream (16M) with it.
-JIT_MIN_TRAIN_EXAMPLES = 500_000
-
-
-def resolve_jit_compile(cfg: config_lib.ExperimentConfig,
-                        num_train: int) -> config_lib.ExperimentConfig:
-  """`cfg` with `train.jit_compile` decided when it is None (auto).
-
-  Args:
-    cfg: the experiment; a True or False `jit_compile` is kept.
-    num_train: examples in the stream's train part.
-
-  Returns:
-    `cfg`, or a copy whose `jit_compile` is
-    `num_train >= JIT_MIN_TRAIN_EXAMPLES` (False under a distribution and
-    with pooled storage).
-  """
-  if cfg.train.jit_compile is not None:
-    return cfg
-  # XLA cannot compile a step over parameter servers' variables. With
-  # pooled storage XLA copies the arena and both moments at every step
-  # (copy insertion around the arena's reads and in-place scatters): 40 ms
-  # a step at 1M ids per side against 15 ms at 10,000, 255 ms at 10M; the
-  # graph takes 25-34 ms at every size (BUILD_NOTES, "Ten million ids").
-  jit = (num_train >= JIT_MIN_TRAIN_EXAMPLES and
-         cfg.train.distribution == 'none' and not cfg.pooled_storage)
-  return dataclasses.replace(cfg, train=dataclasses.replace(
-      cfg.train, jit_compile=jit))
-
 
 def _means(row) -> Dict[str, float]:
   """{'loss', 'accuracy'} means of a (count, loss sum, hit sum) row."""
@@ -74,7 +39,7 @@ def _means(row) -> Dict[str, float]:
   return {'loss': row[1] / count, 'accuracy': row[2] / count}
 
 
-class Trainer:
+class Trainer(remote.RemoteSteps):
   """Owns the model, the method (`search/methods/`) and the step of a run."""
 
   def __init__(self, cfg: config_lib.ExperimentConfig,
@@ -99,7 +64,7 @@ class Trainer:
   def _build(self, cfg: config_lib.ExperimentConfig,
              s: stream_lib.Stream) -> None:
     """`__init__`'s work, in the strategy's scope if there is one."""
-    self.cfg = cfg = resolve_jit_compile(cfg, s.num_train)
+    self.cfg = cfg = jit.resolve_jit_compile(cfg, s.num_train)
     self.stream = s
     self.sizes = cfg.embedding_sizes
     method_class = registry.method_class(cfg.search.method)
@@ -349,49 +314,6 @@ class Trainer:
     self._account(batch, phase, scores, out, stats or {}, sums, buckets,
                   progress)
     self._save_counters(int(batch['user'].shape[0]), sums, buckets)
-
-  def _run_part_remote(self, batches, phase, sums, buckets, progress,
-                       on_step) -> None:
-    """A part's batches as steps scheduled on the cluster's workers.
-
-    Up to `2 x workers` steps are in flight at once; their outputs are then
-    fetched in stream order and counted as `_step` counts them, and
-    `on_step` runs (checkpoint, interruption) once none is in flight, so a
-    checkpoint holds whole steps. One worker runs the steps in stream
-    order, as one process does; several run them concurrently
-    (asynchronous training: README, "Training on a cluster").
-    """
-    coordinator = self.distribution.coordinator
-    learn = phase == 'train' or self.cfg.train.test_mode == 'prequential'
-    fn = self._remote['learn' if phase == 'train' else
-                      'evaluate_and_learn' if learn else 'evaluate']
-    window = 2 * max(self.distribution.num_workers, 1)
-    in_flight = []
-
-    def retire():
-      done = 0
-      for batch, remote in in_flight:
-        out = remote.fetch()
-        scores = out if phase == 'test' and not learn else None
-        if phase == 'test' and learn:
-          scores, out = out['evaluate'], out['learn']
-        elif phase == 'test':
-          out = None
-        self._account(batch, phase, scores, out, {}, sums, buckets, progress)
-        done += int(batch['user'].shape[0])
-      # Written once per group (each write is an RPC to a ps task); only
-      # `on_step` below reads them, through a checkpoint.
-      self._save_counters(done, sums, buckets)
-      in_flight.clear()
-      if on_step is not None:
-        on_step()
-
-    for batch in batches:
-      in_flight.append((batch, coordinator.schedule(fn, args=(batch,))))
-      if len(in_flight) >= window:
-        retire()
-    if in_flight:
-      retire()
 
   def _account(self, batch, phase, scores, out, stats, sums, buckets,
                progress) -> None:

@@ -19,7 +19,7 @@ RESUMABLE_CHANGES = ('train.log_every_seconds', 'train.checkpoint_every',
                      'train.summary_every', 'train.distribution',
                      'train.num_shards', 'train.num_replicas')
 # Fields whose None ("auto") a run decides from its data when it starts
-# (`trainer.resolve_jit_compile`); the other fields pin the data, so a
+# (`jit.resolve_jit_compile`); the other fields pin the data, so a
 # recorded decision matches a new None.
 AUTO_FIELDS = ('train.jit_compile',)
 # Fields added after runs were written: a config.json without one ran with

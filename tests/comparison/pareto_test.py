@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf import errors
+from esapn_tf.comparison import cells as cells_lib
 from esapn_tf.comparison import pareto
-from esapn_tf.comparison import runner
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _FIXED_DIMS = {'user': 1000, 'item': 3000}
@@ -167,7 +167,7 @@ class ParetoTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(statuses['binary budget 0.2 mde seed 0'], ('ok', ''))
     for method in ('mde', 'pruned'):
       status, error = statuses[f'binary budget 0.2 {method} seed 1']
-      self.assertEqual(status, runner.FAILED)
+      self.assertEqual(status, cells_lib.FAILED)
       self.assertEqual(
           error, f'UserInputError: {method} is matched to the memory of the '
           'esapn run of the same task, seed and budget, which failed '
@@ -185,7 +185,7 @@ class ParetoTest(tf.test.TestCase, parameterized.TestCase):
     fake = _FakeRun(self.workdir)
     cells, _, out = self._run(fake, ('esapn', 'mde'))
     self.assertEqual(fake.calls, [])
-    self.assertEqual([c.status for c in cells], [runner.REUSED] * 6)
+    self.assertEqual([c.status for c in cells], [cells_lib.REUSED] * 6)
     self.assertEqual(out.count('  reusing '), 6)
     # A reused matched cell still records what it was given.
     self.assertAllClose(cells[2].targets, {'user': 0.2, 'item': 0.1})
@@ -193,7 +193,7 @@ class ParetoTest(tf.test.TestCase, parameterized.TestCase):
     cells, _, _ = self._run(fake, ('esapn', 'mde'), rerun=True)
     self.assertLen(fake.calls, 6)
     self.assertTrue(all(restart for _, restart in fake.calls))
-    self.assertEqual([c.status for c in cells], [runner.OK] * 6)
+    self.assertEqual([c.status for c in cells], [cells_lib.OK] * 6)
 
   def test_aggregates_by_hand(self):
     cells, meta, _ = self._run(_FakeRun(self.workdir),

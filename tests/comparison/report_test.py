@@ -11,9 +11,9 @@ import tempfile
 
 import tensorflow as tf
 
+from esapn_tf.comparison import cells as cells_lib
 from esapn_tf.comparison import plots
 from esapn_tf.comparison import report
-from esapn_tf.comparison import runner
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -28,9 +28,9 @@ def _results(accuracy, loss, counts, ratio=0.5):
           'wall_seconds': 12.25}
 
 
-def _cell(method, seed, results=None, status=runner.OK, task='binary',
+def _cell(method, seed, results=None, status=cells_lib.OK, task='binary',
           error='', workdir=''):
-  return runner.Cell(task, method, seed, workdir, status=status, error=error,
+  return cells_lib.Cell(task, method, seed, workdir, status=status, error=error,
                      results=results)
 
 
@@ -52,11 +52,11 @@ def _cells():
                                  0.44)),
       _cell('fixed', 0, _results(0.60, 0.25, {'128': 14}, 1.0)),
       _cell('fixed', 1, _results(0.64, 0.27, {'128': 14}, 1.0)),
-      _cell('fixed', 2, status=runner.FAILED, error='TrainingError: boom'),
-      _cell('pruned', 0, status=runner.FAILED,
-            error='UserInputError: ' + runner.PRUNED_NEEDS_ESAPN),
-      _cell('pruned', 1, status=runner.FAILED, error='ValueError: x'),
-      _cell('pruned', 2, status=runner.PENDING),
+      _cell('fixed', 2, status=cells_lib.FAILED, error='TrainingError: boom'),
+      _cell('pruned', 0, status=cells_lib.FAILED,
+            error='UserInputError: ' + cells_lib.PRUNED_NEEDS_ESAPN),
+      _cell('pruned', 1, status=cells_lib.FAILED, error='ValueError: x'),
+      _cell('pruned', 2, status=cells_lib.PENDING),
   ]
 
 
@@ -266,8 +266,8 @@ class PlotsTest(tf.test.TestCase):
     self.assertEqual(list(table['frequency_max']), [1, 3, 7, 15, 31])
 
   def test_no_data_skips_every_plot(self):
-    cells = [_cell('esapn', 0, status=runner.FAILED, error='E: x'),
-             _cell('fixed', 0, status=runner.FAILED, error='E: y')]
+    cells = [_cell('esapn', 0, status=cells_lib.FAILED, error='E: x'),
+             _cell('fixed', 0, status=cells_lib.FAILED, error='E: y')]
     notes = plots.write_plots(self.workdir, cells, ['binary', 'multiclass'],
                               ['esapn', 'fixed'], batch_size=500)
     self.assertLen(notes, 8)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf import errors
+from esapn_tf.comparison import cells as cells_lib
 from esapn_tf.comparison import runner
 
 
@@ -182,7 +183,7 @@ class RunnerTest(tf.test.TestCase):
     cells, _, out = self._compare(fake, ('fixed', 'esapn'))
     self.assertLen(fake.calls, 4)
     failed = self._cell(cells, 'binary', 'fixed', 1)
-    self.assertEqual(failed.status, runner.FAILED)
+    self.assertEqual(failed.status, cells_lib.FAILED)
     # One line: the type name and the message, newlines folded.
     self.assertEqual(failed.error,
                      'TrainingError: non-finite training loss at step 3')
@@ -207,9 +208,9 @@ class RunnerTest(tf.test.TestCase):
     fake = _FakeRun()
     cells, _, _ = self._compare(fake, ('fixed', 'pruned'), seeds=1)
     pruned = self._cell(cells, 'binary', 'pruned', 0)
-    self.assertEqual(pruned.status, runner.FAILED)
+    self.assertEqual(pruned.status, cells_lib.FAILED)
     self.assertEqual(pruned.error,
-                     'UserInputError: ' + runner.PRUNED_NEEDS_ESAPN)
+                     'UserInputError: ' + cells_lib.PRUNED_NEEDS_ESAPN)
     self.assertEqual(fake.calls, [('binary', 'fixed', 0, False)])
     self.assertEqual(self._cell(cells, 'binary', 'fixed', 0).status, 'ok')
 
@@ -218,7 +219,7 @@ class RunnerTest(tf.test.TestCase):
     cells, _, _ = self._compare(fake, ('esapn', 'pruned'))
     self.assertEqual(self._cell(cells, 'binary', 'pruned', 0).status, 'ok')
     pruned = self._cell(cells, 'binary', 'pruned', 1)
-    self.assertEqual(pruned.status, runner.FAILED)
+    self.assertEqual(pruned.status, cells_lib.FAILED)
     self.assertIn('pruned needs the esapn run of the same task and seed, '
                   'which failed (TrainingError: non-finite', pruned.error)
     self.assertNotIn(('binary', 'pruned', 1, False), fake.calls)
@@ -233,7 +234,7 @@ class RunnerTest(tf.test.TestCase):
     # An earlier esapn run made with other settings does not count.
     other = _Config(data=_Data(data_dir='elsewhere'))
     cells, _, _ = self._compare(_FakeRun(), ('pruned',), base=other)
-    self.assertEqual([c.status for c in cells], [runner.FAILED] * 2)
+    self.assertEqual([c.status for c in cells], [cells_lib.FAILED] * 2)
     for cell in cells:
       self.assertRegex(
           cell.error, r'^UserInputError: pruned needs the esapn run of the '
@@ -245,7 +246,7 @@ class RunnerTest(tf.test.TestCase):
     fake = _FakeRun()
     cells, _, out = self._compare(fake, ('esapn', 'pruned'))
     self.assertEqual(fake.calls, [])
-    self.assertEqual([c.status for c in cells], [runner.REUSED] * 4)
+    self.assertEqual([c.status for c in cells], [cells_lib.REUSED] * 4)
     self.assertEqual(out.count('  reusing '), 4)
     self.assertAllClose(cells[1].results['test']['accuracy'], 0.50)
     with open(os.path.join(self.workdir, 'comparison.md')) as f:
@@ -256,7 +257,7 @@ class RunnerTest(tf.test.TestCase):
     self.assertEqual(fake.calls,
                      [('binary', m, s, True) for s in (0, 1)
                       for m in ('esapn', 'pruned')])
-    self.assertEqual([c.status for c in cells], [runner.OK] * 4)
+    self.assertEqual([c.status for c in cells], [cells_lib.OK] * 4)
 
   def test_changed_settings_rerun_the_cells(self):
     self._compare(_FakeRun(), ('fixed',))
@@ -305,7 +306,7 @@ class RunnerTest(tf.test.TestCase):
       self.assertIn('| binary | fixed | 0 |', f.read())
 
   def test_eta_uses_the_method_mean_then_the_overall_mean(self):
-    cells = runner.plan_cells('w', ('binary',), ('esapn', 'fixed', 'mde'), 1)
+    cells = cells_lib.plan_cells('w', ('binary',), ('esapn', 'fixed', 'mde'), 1)
     self.assertIsNone(runner._eta(cells, {}))
     # esapn: mean 15; fixed and mde: no data, so the overall mean 15.
     self.assertAllClose(runner._eta(cells, {'esapn': [10.0, 20.0]}), 45.0)
@@ -314,17 +315,17 @@ class RunnerTest(tf.test.TestCase):
         runner._eta(cells, {'esapn': [10.0], 'fixed': [30.0]}), 60.0)
 
   def test_parse_names(self):
-    self.assertEqual(runner.parse_names('tasks', ['multiclass', ' binary',
+    self.assertEqual(cells_lib.parse_names('tasks', ['multiclass', ' binary',
                                                   'binary'], config.TASKS),
                      ('multiclass', 'binary'))
     with self.assertRaisesRegex(errors.UserInputError,
                                 r"--methods=esapn,bogus is invalid \(unknown "
                                 r"'bogus'\): give a comma list of esapn"):
-      runner.parse_names('methods', ['esapn', 'bogus'], ('esapn', 'fixed'))
+      cells_lib.parse_names('methods', ['esapn', 'bogus'], ('esapn', 'fixed'))
     with self.assertRaisesRegex(errors.UserInputError, 'empty'):
-      runner.parse_names('tasks', [], config.TASKS)
+      cells_lib.parse_names('tasks', [], config.TASKS)
     with self.assertRaisesRegex(errors.UserInputError, '--seeds=0'):
-      runner.plan_cells('w', ('binary',), ('esapn',), 0)
+      cells_lib.plan_cells('w', ('binary',), ('esapn',), 0)
 
   def test_real_config_cells_and_reuse(self):
     base = config.ExperimentConfig(
@@ -332,8 +333,8 @@ class RunnerTest(tf.test.TestCase):
         model=config.ModelConfig(candidate_sizes=(2, 4, 8)),
         search=config.SearchConfig(method='esapn', fixed_size=4),
         train=config.TrainConfig(seed=0))
-    cell = runner.Cell('multiclass', 'fixed', 2, 'unused')
-    cfg = runner.cell_config(base, cell)
+    cell = cells_lib.Cell('multiclass', 'fixed', 2, 'unused')
+    cfg = cells_lib.cell_config(base, cell)
     self.assertEqual((cfg.model.task, cfg.search.method, cfg.train.seed),
                      ('multiclass', 'fixed', 2))
     self.assertEqual(cfg.search.fixed_size, 4)
@@ -344,14 +345,14 @@ class RunnerTest(tf.test.TestCase):
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, 'config.json'), 'w') as f:
       f.write(cfg.to_json())
-    self.assertIsNone(runner.finished_results(run_dir, cfg))  # no results
+    self.assertIsNone(cells_lib.finished_results(run_dir, cfg))  # no results
     with open(os.path.join(run_dir, 'results.json'), 'w') as f:
       json.dump({'test': {'accuracy': 0.5}}, f)
-    self.assertEqual(runner.finished_results(run_dir, cfg),
+    self.assertEqual(cells_lib.finished_results(run_dir, cfg),
                      {'test': {'accuracy': 0.5}})
-    other = runner.cell_config(base, runner.Cell('multiclass', 'fixed', 3,
+    other = cells_lib.cell_config(base, cells_lib.Cell('multiclass', 'fixed', 3,
                                                  'unused'))
-    self.assertIsNone(runner.finished_results(run_dir, other))
+    self.assertIsNone(cells_lib.finished_results(run_dir, other))
 
 
 if __name__ == '__main__':

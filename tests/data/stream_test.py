@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf import errors
+from esapn_tf.data import id_index
 from esapn_tf.data import ratings
 from esapn_tf.data import stream
 from esapn_tf.search import matching
@@ -55,12 +56,12 @@ class RunningFrequencyTest(tf.test.TestCase, parameterized.TestCase):
       ('huge_ids', [2**62, -2**62, 2**62, 0], [1, 1, 2, 1]),
   )
   def test_known_answers(self, ids, expected):
-    frequency = stream.running_frequency(np.array(ids, np.int64))
+    frequency = id_index.running_frequency(np.array(ids, np.int64))
     self.assertEqual(frequency.dtype, np.int32)
     self.assertAllEqual(frequency, expected)
 
   def test_empty(self):
-    self.assertAllEqual(stream.running_frequency(np.zeros([0], np.int32)), [])
+    self.assertAllEqual(id_index.running_frequency(np.zeros([0], np.int32)), [])
 
   def test_matches_a_loop(self):
     ids = np.random.default_rng(0).zipf(1.5, 3_000) % 200
@@ -68,7 +69,7 @@ class RunningFrequencyTest(tf.test.TestCase, parameterized.TestCase):
     for i in ids:
       seen[i] = seen.get(i, 0) + 1
       expected.append(seen[i])
-    self.assertAllEqual(stream.running_frequency(ids.astype(np.int32)),
+    self.assertAllEqual(id_index.running_frequency(ids.astype(np.int32)),
                         expected)
 
 
@@ -135,7 +136,7 @@ class BuildStreamTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(a.item_vocab, np.arange(101) * 1_000_003)
     self.assertEqual(a.num_train, 800)
     self.assertAllEqual(a.user_frequency,
-                        stream.running_frequency(a.user))
+                        id_index.running_frequency(a.user))
 
   @parameterized.named_parameters(('half_to_even', 0.75, 4), ('all', 1.0, 6),
                                   ('small', 0.01, 0))

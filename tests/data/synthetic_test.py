@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf import errors
+from esapn_tf.data import grouplens_format
 from esapn_tf.data import movielens
 from esapn_tf.data import ratings
 from esapn_tf.data import synthetic
@@ -216,7 +217,7 @@ class WriteGroupLensCsvTest(tf.test.TestCase):
                           'ml-synthetic')
     os.makedirs(folder)
     path = os.path.join(folder, 'ratings.csv')
-    synthetic.write_grouplens_csv(r, path)
+    grouplens_format.write_grouplens_csv(r, path)
     self.assertEqual(os.listdir(folder), ['ratings.csv'])  # No temp file left.
     with open(path) as f:
       self.assertEqual(f.readline(), 'userId,movieId,rating,timestamp\n')

@@ -1,7 +1,7 @@
 """Tests for the `random` and `threshold` growth methods and their matching.
 
 Through the trainer's real step on a small synthetic stream: the threshold
-rule ends exactly where `matching.threshold_size_indices` says, random
+rule ends exactly where `frequency_matching.threshold_size_indices` says, random
 growth where the closed form expects, and a budget (ESAPN's final ratios,
 as `bin/pareto.py` passes them) is met.
 """
@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf.data import stream
+from esapn_tf.search import frequency_matching
 from esapn_tf.search import matching
 from esapn_tf.training import trainer as trainer_lib
 from tests import real_data
@@ -61,7 +62,7 @@ class GrowthTest(tf.test.TestCase):
                            minlength=t.core.embeddings[side].num_ids)
       self.assertAllEqual(
           t.core.embeddings[side].size_index.numpy(),
-          matching.threshold_size_indices(counts, 3.0, len(_SIZES)))
+          frequency_matching.threshold_size_indices(counts, 3.0, len(_SIZES)))
 
   def test_random_growth_ends_near_its_closed_form(self):
     s = self.stream

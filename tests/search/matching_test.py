@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from esapn_tf.search import baselines
+from esapn_tf.search import frequency_matching
 from esapn_tf.search import matching
 
 _SIZES = (2, 4, 8, 16, 64, 128)
@@ -162,11 +163,11 @@ class ThresholdTest(tf.test.TestCase, parameterized.TestCase):
   def test_size_indices_and_ratio(self):
     # t0 = 3, 4 sizes: thresholds 3, 6, 12.
     counts = np.array([0, 2, 3, 5, 6, 11, 12, 100])
-    index = matching.threshold_size_indices(counts, 3.0, 4)
+    index = frequency_matching.threshold_size_indices(counts, 3.0, 4)
     self.assertEqual(index.dtype, np.int32)
     self.assertAllEqual(index, [0, 0, 1, 1, 2, 2, 3, 3])
     # (2 + 2 + 4 + 4 + 8 + 8 + 16 + 16) / (8 * 16) = 60 / 128.
-    self.assertAllClose(matching.threshold_ratio(counts, 3.0, (2, 4, 8, 16)),
+    self.assertAllClose(frequency_matching.threshold_ratio(counts, 3.0, (2, 4, 8, 16)),
                         60 / 128)
 
   @parameterized.named_parameters(
@@ -184,22 +185,22 @@ class ThresholdTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_threshold_for_a_hand_case(self, target, expected):
     self.assertEqual(
-        matching.threshold_for_ratio(np.array([1, 2, 4, 8]), target,
+        frequency_matching.threshold_for_ratio(np.array([1, 2, 4, 8]), target,
                                      (2, 4, 8)), expected)
 
   @parameterized.named_parameters(('low', 0.03), ('middle', 0.1),
                                   ('high', 0.25))
   def test_threshold_is_the_nearest_step(self, target):
     counts = np.random.RandomState(3).zipf(1.5, size=3000).clip(max=5000)
-    t0 = matching.threshold_for_ratio(counts, target, _SIZES)
+    t0 = frequency_matching.threshold_for_ratio(counts, target, _SIZES)
     self.assertGreaterEqual(t0, 1.0)
-    got = abs(matching.threshold_ratio(counts, t0, _SIZES) - target)
+    got = abs(frequency_matching.threshold_ratio(counts, t0, _SIZES) - target)
     # Every step: its right end c / 2**j, and a threshold above all counts.
     steps = np.unique(np.concatenate(
         [np.unique(counts)[:, None] / 2.0**np.arange(len(_SIZES) - 1)]
         ).ravel())
     steps = np.append(steps[steps >= 1], 2 * counts.max())
-    best = min(abs(matching.threshold_ratio(counts, t, _SIZES) - target)
+    best = min(abs(frequency_matching.threshold_ratio(counts, t, _SIZES) - target)
                for t in steps)
     self.assertAllClose(got, best, atol=1e-12)
     self.assertLess(got, 0.02)  # zipf counts: steps are fine-grained
@@ -208,7 +209,7 @@ class ThresholdTest(tf.test.TestCase, parameterized.TestCase):
   def test_unreachable_threshold_target(self, target):
     with self.assertRaisesRegex(
         ValueError, r'\[0.25 \(t0=16\), 0.875 \(t0=1\)\]'):
-      matching.threshold_for_ratio(np.array([1, 2, 4, 8]), target, (2, 4, 8))
+      frequency_matching.threshold_for_ratio(np.array([1, 2, 4, 8]), target, (2, 4, 8))
 
   @parameterized.named_parameters(
       ('zero_threshold', [1], 0.0, 3, 'base_threshold must be positive'),
@@ -217,7 +218,7 @@ class ThresholdTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_bad_input(self, counts, base_threshold, num_sizes, message):
     with self.assertRaisesRegex(ValueError, message):
-      matching.threshold_size_indices(np.array(counts), base_threshold,
+      frequency_matching.threshold_size_indices(np.array(counts), base_threshold,
                                       num_sizes)
 
 
@@ -241,7 +242,7 @@ class MdeTemperatureTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_hand_case(self, target, expected_ratio, alpha_low, alpha_high):
     counts, sizes = np.array([0, 1, 4, 16]), (2, 4, 8, 16)
-    alpha = matching.mde_temperature_for_ratio(counts, target, sizes)
+    alpha = frequency_matching.mde_temperature_for_ratio(counts, target, sizes)
     self.assertAllClose(self._ratio(counts, alpha, sizes), expected_ratio)
     # The steps start at the hand values up to float rounding of log2 d.
     self.assertGreaterEqual(alpha, alpha_low - 1e-12)
@@ -252,7 +253,7 @@ class MdeTemperatureTest(tf.test.TestCase, parameterized.TestCase):
   def test_temperature_is_the_nearest_step(self, target):
     counts = np.random.RandomState(4).zipf(1.5, size=3000).clip(max=5000)
     counts[:100] = 0  # unseen in train
-    alpha = matching.mde_temperature_for_ratio(counts, target, _SIZES)
+    alpha = frequency_matching.mde_temperature_for_ratio(counts, target, _SIZES)
     self.assertBetween(alpha, 0.0, 1.0)
     got = abs(self._ratio(counts, alpha, _SIZES) - target)
     # Every step starts where some id's log2 d crosses a midpoint m between
@@ -272,12 +273,12 @@ class MdeTemperatureTest(tf.test.TestCase, parameterized.TestCase):
     # Range [24 / 64, 50 / 64] = [0.375, 0.78125].
     with self.assertRaisesRegex(
         ValueError, r'\[0.375 \(alpha=1\), 0.78125 \(alpha=0\)\]'):
-      matching.mde_temperature_for_ratio(np.array([0, 1, 4, 16]), target,
+      frequency_matching.mde_temperature_for_ratio(np.array([0, 1, 4, 16]), target,
                                          (2, 4, 8, 16))
 
   def test_bad_counts(self):
     with self.assertRaisesRegex(ValueError, 'train_counts must be non-neg'):
-      matching.mde_temperature_for_ratio(np.array([3, -1]), 0.5, _SIZES)
+      frequency_matching.mde_temperature_for_ratio(np.array([3, -1]), 0.5, _SIZES)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ import tensorflow as tf
 from esapn_tf import config
 from esapn_tf import errors
 from esapn_tf.data import stream
+from esapn_tf.training import jit
 from esapn_tf.training import loop
 from esapn_tf.training import trainer
 from esapn_tf.training import workdir as workdir_lib
@@ -393,7 +394,7 @@ class AutoJitCompileTest(tf.test.TestCase, parameterized.TestCase):
   def test_the_choice_is_recorded(self, threshold, expected):
     cfg = _config(method='fixed', jit_compile=None)
     workdir = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'run')
-    with mock.patch.object(trainer, 'JIT_MIN_TRAIN_EXAMPLES', threshold):
+    with mock.patch.object(jit, 'JIT_MIN_TRAIN_EXAMPLES', threshold):
       results = loop.run_experiment(cfg, workdir, verbose=False)
     self.assertIs(results['jit_compile'], expected)
     with open(os.path.join(workdir, 'config.json')) as f:

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from esapn_tf import config
 from esapn_tf.data import stream
+from esapn_tf.training import jit
 from esapn_tf.training import outputs
 from esapn_tf.training import trainer as trainer_lib
 
@@ -110,9 +111,9 @@ class JitCompileChoiceTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
       dict(testcase_name='auto_short', value=None,
-           num_train=trainer_lib.JIT_MIN_TRAIN_EXAMPLES - 1, expected=False),
+           num_train=jit.JIT_MIN_TRAIN_EXAMPLES - 1, expected=False),
       dict(testcase_name='auto_long', value=None,
-           num_train=trainer_lib.JIT_MIN_TRAIN_EXAMPLES, expected=True),
+           num_train=jit.JIT_MIN_TRAIN_EXAMPLES, expected=True),
       dict(testcase_name='forced_on', value=True, num_train=10,
            expected=True),
       dict(testcase_name='forced_off', value=False, num_train=10**9,
@@ -120,7 +121,7 @@ class JitCompileChoiceTest(tf.test.TestCase, parameterized.TestCase):
   def test_resolve(self, value, num_train, expected):
     cfg = config.ExperimentConfig(
         train=config.TrainConfig(jit_compile=value))
-    resolved = trainer_lib.resolve_jit_compile(cfg, num_train)
+    resolved = jit.resolve_jit_compile(cfg, num_train)
     self.assertIs(resolved.train.jit_compile, expected)
     self.assertEqual(resolved.search, cfg.search)
 

@@ -17,8 +17,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
-from tf_agents.trajectories import time_step as ts
-from tf_agents.trajectories import trajectory
 
 from esapn_tf.optimizers import lazy_adam
 from esapn_tf.search import agent as agent_lib
@@ -28,20 +26,6 @@ from esapn_tf.search import matching
 from esapn_tf.search import rewards as rewards_lib
 from esapn_tf.search import trials
 from esapn_tf.search.methods import base
-
-
-def one_step_episodes(observation, action, reward):
-  """`[batch, 1]` trajectories: each decision is a one-step episode."""
-  expand = lambda x: tf.expand_dims(x, 1)
-  batch = tf.shape(action)[0]
-  return trajectory.Trajectory(
-      step_type=tf.fill([batch, 1], ts.StepType.FIRST),
-      observation=tf.nest.map_structure(expand, observation),
-      action=expand(action),
-      policy_info=(),
-      next_step_type=tf.fill([batch, 1], ts.StepType.LAST),
-      reward=expand(reward),
-      discount=tf.zeros([batch, 1]))
 
 
 class Esapn(base.Method):
@@ -190,7 +174,7 @@ class Esapn(base.Method):
           self.policy_buckets[side])
     with tf.summary.record_if(False):  # we write our own policy summaries
       return self.agents[side].train(
-          one_step_episodes(observation, action, reward),
+          agent_lib.one_step_episodes(observation, action, reward),
           weights=tf.expand_dims(weight, 1)).loss
 
   def learn(self, batch: base.Batch) -> Dict[str, tf.Tensor]:
@@ -343,25 +327,6 @@ class Esapn(base.Method):
       tf.summary.image(f'policy/{side}_p_enlarge',
                        grid[tf.newaxis, :, :, tf.newaxis], step=step)
 
-  def policy_table(self, max_bucket: int = 12) -> Dict[str, Any]:
-    """P(enlarge) of each side's final policy on a (frequency, size) grid.
-
-    Returns:
-      `{side: {'frequency': [1, 2, 4, ...], 'size': the candidate sizes
-      (dims), 'probability': [[p per size] per frequency]}}`.
-    """
-    table = {}
-    frequencies = [2**b for b in range(max_bucket + 1)]
-    n = len(self.sizes)
-    f = tf.constant(np.repeat(frequencies, n), tf.int32)
-    s = tf.constant(np.tile(np.arange(n), len(frequencies)), tf.int32)
-    for side, agent in self.agents.items():
-      p = diagnostics_lib.enlarge_probability(
-          agent, {'frequency': f, 'size_index': s}).numpy()
-      table[side] = {'frequency': frequencies, 'size': list(self.sizes),
-                     'probability': np.round(p.reshape(-1, n), 4).tolist()}
-    return table
-
   def policy_diagnostics(self) -> Dict[str, Any]:
     """Per side, the per-state table of `diagnostics.report`."""
     table = {}
@@ -398,7 +363,8 @@ class Esapn(base.Method):
     out = super().results()
     if self.reachable:
       out['memory_budget_reachable'] = self.reachable
-    out['policy_enlarge_probability'] = self.policy_table()
+    out['policy_enlarge_probability'] = diagnostics_lib.policy_table(
+        self.agents, self.sizes)
     out['policy_diagnostics'] = self.policy_diagnostics()
     out['memory_cost'] = {side: float(c.cost.numpy())
                           for side, c in self.memory_costs.items()}

@@ -4,7 +4,7 @@
 * MDE (`Mde`): mixed-dimension embeddings (Ginart et al., 2019, §3), sizes
   from the train part's counts (`baselines.mde_size_indices`); with a
   memory budget the temperature alpha is fitted per side so that the
-  memory ratio equals it (`matching.mde_temperature_for_ratio`).
+  memory ratio equals it (`frequency_matching.mde_temperature_for_ratio`).
 """
 
 from typing import Any, Dict
@@ -12,6 +12,7 @@ from typing import Any, Dict
 import numpy as np
 
 from esapn_tf.search import baselines
+from esapn_tf.search import frequency_matching
 from esapn_tf.search import matching
 from esapn_tf.search.methods import base
 
@@ -34,7 +35,7 @@ class Mde(base.Method):
       alpha = sc.mde_temperature
       if sc.budget(side):
         alpha = matching.fit_or_nearest(
-            lambda r, c=counts: matching.mde_temperature_for_ratio(
+            lambda r, c=counts: frequency_matching.mde_temperature_for_ratio(
                 c, r, self.sizes),
             lambda a, c=counts: float(np.mean(np.asarray(self.sizes)[
                 baselines.mde_size_indices(c, self.sizes, a)]) /

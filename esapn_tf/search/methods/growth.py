@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from esapn_tf.distribute import sharding
 from esapn_tf.search import environment
+from esapn_tf.search import frequency_matching
 from esapn_tf.search import matching
 from esapn_tf.search.methods import base
 
@@ -100,8 +101,8 @@ class Threshold(_Growth):
     counts = np.bincount(self.ctx.learned_ids(side),
                          minlength=self.core.embeddings[side].num_ids)
     return matching.fit_or_nearest(
-        lambda r: matching.threshold_for_ratio(counts, r, self.sizes),
-        lambda t: matching.threshold_ratio(counts, t, self.sizes),
+        lambda r: frequency_matching.threshold_for_ratio(counts, r, self.sizes),
+        lambda t: frequency_matching.threshold_ratio(counts, t, self.sizes),
         (1.0, 2.0 * max(int(counts.max()), 1)), budget,
         f'threshold growth ({side}s)')
 
