@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 RUN_OUTPUTS = ('config.json', 'results.json', 'per_frequency.csv',
-               'checkpoints', 'events')
+               'policy_heatmap.png', 'checkpoints', 'events')
 
 
 def archive_previous_run(workdir: str) -> str:

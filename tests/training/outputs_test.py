@@ -14,7 +14,8 @@ class ArchivePreviousRunTest(tf.test.TestCase):
 
   def _fill(self, workdir, tag):
     """Writes every run output (files and folders) holding `tag`."""
-    for name in ('config.json', 'results.json', 'per_frequency.csv'):
+    for name in ('config.json', 'results.json', 'per_frequency.csv',
+                 'policy_heatmap.png'):
       with open(os.path.join(workdir, name), 'w') as f:
         f.write(f'{name} {tag}')
     for folder in ('checkpoints', 'events'):
