@@ -263,14 +263,17 @@ _METHOD_FLAGS = {'fixed_size': ('fixed', 'pruned'),
                  'growth_probability': ('random',),
                  'growth_threshold': ('threshold',),
                  'architecture_learning_rate': ('darts', 'autoemb'),
-                 'controller_hidden_units': ('autoemb',)}
+                 'controller_hidden_units': ('autoemb',),
+                 # The other methods keep the dense layout (config.py).
+                 'embedding_storage': config_lib.POOLED_METHODS}
 
 
 def ignored_flag_notes(method: str):
   """'note: ...' lines for the given method-specific flags it ignores."""
   return [f'note: --{name} applies to --method={"/".join(methods)} only; '
           'ignored' for name, methods in _METHOD_FLAGS.items()
-          if FLAGS[name].present and method not in methods]
+          if FLAGS[name].present and method not in methods and
+          FLAGS[name].value != FLAGS[name].default]
 
 
 def start_tensorflow() -> None:

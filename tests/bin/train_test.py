@@ -220,10 +220,12 @@ class TrainScriptTest(tf.test.TestCase, parameterized.TestCase):
         '--dataset=synthetic', '--synthetic_num_ratings=1000',
         '--batch_size=200', '--candidate_sizes=2,4', '--hidden_units=8',
         '--jit_compile=false', '--method=fixed', '--mde_temperature=0.3',
-        f'--workdir={self.workdir}'])
+        '--embedding_storage=pooled', f'--workdir={self.workdir}'])
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn('note: --mde_temperature applies to --method=mde only; '
                   'ignored', result.stderr)
+    self.assertIn('note: --embedding_storage applies to --method=esapn '
+                  'only; ignored', result.stderr)
     self.assertNotIn('--fixed_size applies', result.stderr)
 
 
