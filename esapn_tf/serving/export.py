@@ -220,9 +220,12 @@ def export_run(workdir: str, export_dir: str, model_name: str = 'esapn',
       `export_dir`.
   """
   run = params_lib.restore_run(workdir)
-  compact = params_lib.compact_params(run.model, run.vocab)
-  reference = params_lib.fixed_reference_params(run.model, run.vocab,
-                                                run.reference_size)
+  # Ids that never trained are served as unknown (README, "Unknown ids").
+  compact = params_lib.known_only(
+      params_lib.compact_params(run.model, run.vocab), run.trained)
+  reference = params_lib.known_only(
+      params_lib.fixed_reference_params(run.model, run.vocab,
+                                        run.reference_size), run.trained)
   _make_export_dir(export_dir)
   if reference_dir:
     _make_export_dir(reference_dir)
@@ -262,7 +265,13 @@ def summary_text(result: ExportResult) -> str:
   """A few lines for the command line: path, bytes and the 5% check."""
   r = result.report
   e, f, a = r['export'], r['fixed_reference'], r['agreement']
-  lines = [
+  lines = []
+  if not r.get('finished_run', True):
+    lines.append(
+        f"note: {r['workdir']} holds an unfinished run (no results.json); "
+        f"exported its last checkpoint, {os.path.basename(r['checkpoint'])}. "
+        'Run the same bin/train.py command to finish it, then export again')
+  lines += [
       f'Exported version {result.version} to {result.path}',
       f"  variables/: {e['variables_bytes']:,} bytes; FIXED-"
       f"{r['reference_size']}: {f['variables_bytes']:,} bytes "

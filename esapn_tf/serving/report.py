@@ -136,6 +136,8 @@ def build_report(run: params_lib.RestoredRun, export_dir: str,
   return {
       'workdir': os.path.abspath(run.workdir),
       'checkpoint': os.path.abspath(run.checkpoint),
+      # False: no results.json, the last checkpoint of an unfinished run.
+      'finished_run': run.results is not None,
       'created_utc': datetime.datetime.now(datetime.timezone.utc).strftime(
           '%Y-%m-%dT%H:%M:%SZ'),
       'method': run.config.search.method,

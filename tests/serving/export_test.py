@@ -11,6 +11,7 @@ the C++ server's path. TensorFlow Serving's binary is not installable here
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -399,6 +400,20 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(sorted(os.listdir(base)), before)
     self.assertEqual(export.versions(base), [7, 8, 9])
 
+  def test_an_unfinished_run_is_exported_with_a_note(self):
+    self.assertTrue(self.exports['multiclass'].report['finished_run'])
+    self.assertNotIn('unfinished', export.summary_text(
+        self.exports['multiclass']))
+    workdir = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'run')
+    shutil.copytree(self.workdirs['multiclass'], workdir)
+    os.remove(os.path.join(workdir, 'results.json'))
+    result = export.export_run(workdir, os.path.join(workdir, 'export'))
+    self.assertFalse(result.report['finished_run'])
+    self.assertRegex(export.summary_text(result).splitlines()[0],
+                     r'^note: .*/run holds an unfinished run \(no '
+                     r'results\.json\); exported its last checkpoint, '
+                     r'ckpt-\d+\. Run the same bin/train\.py command')
+
   def test_reference_dir_keeps_the_fixed_export(self):
     root = tempfile.mkdtemp(dir=self.get_temp_dir())
     result = export.export_run(self.workdirs['multiclass'],
@@ -503,6 +518,40 @@ def _parse_cli(text):
       break
   signatures.pop('__saved_model_init_op', None)
   return signatures
+
+
+class UntrainedIdsTest(tf.test.TestCase):
+  """Ids of the data that the run never learned from are served as unknown."""
+
+  def test_test_only_ids_of_a_frozen_run_get_the_fallback(self):
+    data_path = real_data.ml_latest_small_path(self)
+    root = tempfile.mkdtemp(dir=self.get_temp_dir())
+    d = config.DataConfig(dataset='ml-latest-small', data_dir=data_path,
+                          max_ratings=20000, order='chronological')
+    cfg = config.ExperimentConfig(
+        data=d, train=config.TrainConfig(batch_size=500, jit_compile=False,
+                                         test_mode='frozen'))
+    workdir = os.path.join(root, 'run')
+    loop.run_experiment(cfg, workdir, verbose=False)
+    s = stream.build_stream(
+        stream.load_ratings(d.dataset, d.data_dir, max_ratings=d.max_ratings),
+        'binary', 'chronological', d.train_fraction, 0)
+    train_users = np.unique(s.user_vocab[s.user[:s.num_train]])
+    test_only = np.setdiff1d(s.user_vocab[s.user[s.num_train:]], train_users)
+    self.assertGreater(len(test_only), 0)
+    run = params.restore_run(workdir)
+    self.assertEqual(int(run.trained['user'].sum()), len(train_users))
+    result = export.export_run(workdir, os.path.join(root, 'export'))
+    served = tf.saved_model.load(result.path).signatures['serving_default']
+    movie = np.full(len(test_only) + 1, s.item_vocab[s.item[0]], np.int64)
+    users = np.append(test_only, train_users[0]).astype(np.int64)
+    out = served(user_id=tf.constant(users), movie_id=tf.constant(movie))
+    self.assertAllEqual(out['known_user'],
+                        [False] * len(test_only) + [True])
+    # Every untrained user gets the one fallback answer.
+    p = out['probability'].numpy()
+    self.assertAllClose(p[:-1], np.full(len(test_only), p[0]), atol=1e-6,
+                        rtol=0)
 
 
 if __name__ == '__main__':
