@@ -36,6 +36,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from esapn_tf import errors
 from esapn_tf import files
+from esapn_tf.serving import known_ids
 from esapn_tf.serving import module as module_lib
 from esapn_tf.serving import params as params_lib
 from esapn_tf.serving import report as report_lib
@@ -221,9 +222,9 @@ def export_run(workdir: str, export_dir: str, model_name: str = 'esapn',
   """
   run = params_lib.restore_run(workdir)
   # Ids that never trained are served as unknown (README, "Unknown ids").
-  compact = params_lib.known_only(
+  compact = known_ids.known_only(
       params_lib.compact_params(run.model, run.vocab), run.trained)
-  reference = params_lib.known_only(
+  reference = known_ids.known_only(
       params_lib.fixed_reference_params(run.model, run.vocab,
                                         run.reference_size), run.trained)
   _make_export_dir(export_dir)

@@ -23,7 +23,6 @@ serves the same predictions with the memory of FIXED-128.
 import dataclasses
 import json
 import os
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -34,6 +33,7 @@ from esapn_tf import errors
 from esapn_tf.layers import embedding
 from esapn_tf.layers import memory
 from esapn_tf.models import recommender
+from esapn_tf.serving import known_ids
 
 SIDES = ('user', 'item')
 CODE_SHIFT = 32  # code = (size_index << CODE_SHIFT) | row
@@ -188,7 +188,7 @@ def restore_run(workdir: str) -> RestoredRun:
           f'the checkpoint {checkpoint!r} has no raw-id vocabularies (written '
           'by an older version); train the run again to export it')
     vocab[side] = np.asarray(reader.get_tensor(key), np.int64)
-  trained = {side: _trained_ids(reader, side, len(vocab[side]))
+  trained = {side: known_ids.trained_ids(reader, side, len(vocab[side]))
              for side in SIDES}
   # The layout that wrote the checkpoint (pooled for ESAPN by default).
   model = recommender.from_config(cfg, len(vocab['user']), len(vocab['item']))
@@ -206,52 +206,6 @@ def restore_run(workdir: str) -> RestoredRun:
       results = json.load(f)
   return RestoredRun(workdir, cfg, checkpoint, model, vocab, results,
                      trained)
-
-
-def _trained_ids(reader, side: str, num_ids: int) -> np.ndarray:
-  """bool `[num_ids]`: the ids with a recorded loss (`RestoredRun.trained`).
-
-  Reads `core/history_count/<side>`, whole or, from a parameter-server
-  run, as its shards in order; all True when the checkpoint has neither.
-  """
-  prefix = f'core/history_count/{side}/'
-  whole = prefix + '.ATTRIBUTES/VARIABLE_VALUE'
-  if reader.has_tensor(whole):
-    count = reader.get_tensor(whole)
-  else:
-    shards = sorted(
-        (int(m.group(1)), name) for name in reader.get_variable_to_shape_map()
-        for m in [re.match(re.escape(prefix) + r'_variables/(\d+)/', name)]
-        if m)
-    if not shards:
-      return np.ones(num_ids, bool)
-    count = np.concatenate([reader.get_tensor(n) for _, n in shards])
-  count = np.asarray(count).reshape(-1)
-  if count.shape[0] != num_ids:
-    return np.ones(num_ids, bool)
-  return count > 0
-
-
-def known_only(p: ServingParams,
-               trained: Optional[Dict[str, np.ndarray]]) -> ServingParams:
-  """`p` whose lookups hold only the trained ids (`RestoredRun.trained`).
-
-  The other ids of the data get the fallback vector and `known_*` = false,
-  as an id the run never saw; their rows stay in the tables.
-
-  Args:
-    p: compact or FIXED reference parameters, one vocab entry per row.
-    trained: `{side: bool [num_ids]}`, or None (nothing dropped).
-  """
-  if trained is None:
-    return p
-  sides = {}
-  for side, attr in (('user', 'user'), ('item', 'item')):
-    q = getattr(p, attr)
-    keep = np.asarray(trained[side], bool)
-    sides[attr] = dataclasses.replace(q, vocab=q.vocab[keep],
-                                      codes=q.codes[keep])
-  return dataclasses.replace(p, **sides)
 
 
 def _bn_affine(bn: tf.keras.layers.BatchNormalization):
