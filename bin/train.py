@@ -23,6 +23,7 @@ from absl import flags  # noqa: E402
 # No TensorFlow before the flags and the config are checked (startup.py).
 from esapn_tf import config as config_lib  # noqa: E402
 from esapn_tf import errors  # noqa: E402
+from esapn_tf import flag_values  # noqa: E402
 from esapn_tf import startup  # noqa: E402
 
 _D = config_lib.DataConfig()
@@ -134,16 +135,7 @@ class _BoolOrAutoParser(flags.ArgumentParser):
   """true/false (also --flag, --noflag) or auto (None)."""
 
   def parse(self, argument):
-    if argument is None or isinstance(argument, bool):
-      return argument
-    text = str(argument).strip().lower()
-    if text in ('auto', 'none'):
-      return None
-    if text in ('true', 't', '1', 'yes'):
-      return True
-    if text in ('false', 'f', '0', 'no'):
-      return False
-    raise ValueError(f'use true, false or auto, not {argument!r}')
+    return flag_values.bool_or_auto(argument)
 
   def flag_type(self):
     return 'bool or auto'
@@ -194,14 +186,7 @@ def _dataset() -> str:
   """--dataset, or the GroupLens name of --data_dir when only it is given."""
   if FLAGS['dataset'].present or not FLAGS.data_dir:
     return FLAGS.dataset
-  name = os.path.basename(os.path.normpath(FLAGS.data_dir))
-  name = name[:-4] if name.endswith('.zip') else name
-  if name in config_lib.DATASETS[1:]:
-    return name
-  raise errors.UserInputError(
-      f'--data_dir={FLAGS.data_dir} is set but --dataset is not, and '
-      f'{name!r} is not a GroupLens name; pass --dataset=<one of '
-      f'{", ".join(config_lib.DATASETS[1:])}>')
+  return flag_values.dataset_from_data_dir(FLAGS.data_dir)
 
 
 def build_config() -> config_lib.ExperimentConfig:
@@ -257,23 +242,11 @@ def build_config() -> config_lib.ExperimentConfig:
           num_replicas=FLAGS.num_replicas))
 
 
-# Flags that only some methods read: a note when another method is chosen.
-_METHOD_FLAGS = {'fixed_size': ('fixed', 'pruned'),
-                 'mde_temperature': ('mde',),
-                 'growth_probability': ('random',),
-                 'growth_threshold': ('threshold',),
-                 'architecture_learning_rate': ('darts', 'autoemb'),
-                 'controller_hidden_units': ('autoemb',),
-                 # The other methods keep the dense layout (config.py).
-                 'embedding_storage': config_lib.POOLED_METHODS}
-
-
 def ignored_flag_notes(method: str):
   """'note: ...' lines for the given method-specific flags it ignores."""
-  return [f'note: --{name} applies to --method={"/".join(methods)} only; '
-          'ignored' for name, methods in _METHOD_FLAGS.items()
-          if FLAGS[name].present and method not in methods and
-          FLAGS[name].value != FLAGS[name].default]
+  return flag_values.ignored_flag_notes(method, [
+      name for name in flag_values.METHOD_FLAGS
+      if FLAGS[name].present and FLAGS[name].value != FLAGS[name].default])
 
 
 def start_tensorflow() -> None:
