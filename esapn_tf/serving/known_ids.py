@@ -62,9 +62,8 @@ def known_only(p, trained: Optional[Dict[str, np.ndarray]]):
   if trained is None:
     return p
   sides = {}
-  for side, attr in (('user', 'user'), ('item', 'item')):
-    q = getattr(p, attr)
-    keep = np.asarray(trained[side], bool)
-    sides[attr] = dataclasses.replace(q, vocab=q.vocab[keep],
+  for side in ('user', 'item'):
+    q, keep = getattr(p, side), np.asarray(trained[side], bool)
+    sides[side] = dataclasses.replace(q, vocab=q.vocab[keep],
                                       codes=q.codes[keep])
   return dataclasses.replace(p, **sides)
